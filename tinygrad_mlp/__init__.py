@@ -1,0 +1,41 @@
+"""tinygrad_mlp: a small, fast, honest reverse-mode autodiff library on NumPy."""
+
+from . import _malloc, nn, ops, optim
+from .forward import jvp
+from .gradcheck import GradcheckError, gradcheck, numerical_gradient
+from .tensor import (
+    Context,
+    Function,
+    Tensor,
+    concatenate,
+    detect_anomaly,
+    enable_grad,
+    is_grad_enabled,
+    no_grad,
+    stack,
+    unbroadcast,
+)
+
+__version__ = "0.1.0"
+
+_malloc.tune()
+
+__all__ = [
+    "Tensor",
+    "Function",
+    "Context",
+    "no_grad",
+    "enable_grad",
+    "is_grad_enabled",
+    "detect_anomaly",
+    "concatenate",
+    "stack",
+    "unbroadcast",
+    "gradcheck",
+    "numerical_gradient",
+    "GradcheckError",
+    "jvp",
+    "ops",
+    "nn",
+    "optim",
+]

@@ -1,0 +1,147 @@
+"""Optimizers: update parameters in place from their `.grad`.
+
+SGD:  v <- momentum v + g;  p <- p - lr v   (plain p <- p - lr g when momentum = 0)
+Adam: m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;
+      p <- p - lr m_hat / (sqrt(v_hat) + eps), m_hat = m / (1 - b1^t), v_hat = v / (1 - b2^t)
+Both follow PyTorch's formulas. `lr` is an attribute and may be changed between steps
+(learning-rate schedules).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .tensor import Tensor
+
+__all__ = ["Optimizer", "SGD", "Adam", "one_cycle"]
+
+
+class Optimizer:
+    """Holds the parameters; `step()` updates them, `zero_grad()` clears their gradients."""
+
+    def __init__(self, params, lr):
+        params = list(params)
+        if not params:
+            raise ValueError(f"{type(self).__name__}: got no parameters to optimize "
+                             f"(pass model.parameters())")
+        seen, unique = set(), []
+        for i, p in enumerate(params):
+            if not isinstance(p, Tensor):
+                raise TypeError(f"{type(self).__name__}: parameter {i} is a "
+                                f"{type(p).__name__}, not a Tensor")
+            if not p.requires_grad:
+                raise ValueError(f"{type(self).__name__}: parameter {i} of shape {p.shape} "
+                                 f"does not require grad")
+            if id(p) not in seen:
+                seen.add(id(p))
+                unique.append(p)
+        self.params = unique
+        self.lr = _check_positive(type(self).__name__, "lr", lr)
+        self.steps = 0
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    def step(self):
+        raise NotImplementedError
+
+
+def _check_positive(owner, label, value, allow_zero=False):
+    value = float(value)
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{owner}: {label} must be a finite number {bound}, got {value}")
+    return value
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, optionally with (heavy-ball) momentum."""
+
+    def __init__(self, params, lr, momentum=0.0):
+        super().__init__(params, lr)
+        self.momentum = _check_positive("SGD", "momentum", momentum, allow_zero=True)
+        if self.momentum >= 1:
+            raise ValueError(f"SGD: momentum must be < 1, got {self.momentum}")
+        self._velocity = [None] * len(self.params)
+
+    def step(self):
+        lr, mu = self.lr, self.momentum
+        for i, p in enumerate(self.params):
+            g = p.grad
+            if g is None:
+                continue
+            if mu:
+                v = self._velocity[i]
+                if v is None:
+                    v = self._velocity[i] = g.astype(p.dtype, copy=True)
+                else:
+                    v *= mu
+                    v += g
+                g = v
+            p.data -= lr * g
+        self.steps += 1
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) with bias correction, as PyTorch computes it."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+        super().__init__(params, lr)
+        b1, b2 = (float(b) for b in betas)
+        if not (0 <= b1 < 1 and 0 <= b2 < 1):
+            raise ValueError(f"Adam: betas must be in [0, 1), got {betas}")
+        self.betas = (b1, b2)
+        self.eps = _check_positive("Adam", "eps", eps)
+        self._m = [np.zeros_like(p.data) for p in self.params]
+        self._v = [np.zeros_like(p.data) for p in self.params]
+        self._tmp = [np.empty_like(p.data) for p in self.params]
+        self._t = [0] * len(self.params)
+
+    def step(self):
+        b1, b2 = self.betas
+        for i, p in enumerate(self.params):
+            g = p.grad
+            if g is None:
+                continue
+            self._t[i] += 1
+            t = self._t[i]
+            m, v, tmp = self._m[i], self._v[i], self._tmp[i]
+            m *= b1
+            np.multiply(g, 1.0 - b1, out=tmp)
+            m += tmp
+            v *= b2
+            np.multiply(g, g, out=tmp)
+            tmp *= 1.0 - b2
+            v += tmp
+            step_size = self.lr / (1.0 - b1 ** t)
+            np.sqrt(v, out=tmp)
+            tmp /= math.sqrt(1.0 - b2 ** t)
+            tmp += self.eps
+            np.divide(m, tmp, out=tmp)
+            tmp *= step_size
+            p.data -= tmp
+        self.steps += 1
+
+
+def one_cycle(step, total_steps, max_lr, *, pct_start=0.25, div_factor=25.0,
+              final_div_factor=1e4):
+    """The one-cycle learning rate at `step` (0-based) of `total_steps`.
+
+    Rises from max_lr/div_factor to max_lr over the first pct_start of the steps (cosine),
+    then falls to max_lr/(div_factor*final_div_factor) (cosine), as PyTorch's OneCycleLR.
+    """
+    if total_steps <= 0:
+        raise ValueError(f"one_cycle: total_steps must be > 0, got {total_steps}")
+    initial = max_lr / div_factor
+    final = initial / final_div_factor
+    warm = max(1, int(pct_start * total_steps) - 1)
+    step = min(max(step, 0), total_steps - 1)
+    if step <= warm:
+        frac, lo, hi = step / warm, initial, max_lr
+    else:
+        frac = (step - warm) / max(1, total_steps - 1 - warm)
+        lo, hi = max_lr, final
+    return hi + (lo - hi) * (1 + math.cos(math.pi * frac)) / 2
