@@ -1,6 +1,6 @@
 """tinygrad_mlp: a small, fast, honest reverse-mode autodiff library on NumPy."""
 
-from . import _malloc, nn, ops, optim
+from . import _malloc, nn, ops, optim, train
 from .forward import jvp
 from .gradcheck import GradcheckError, gradcheck, numerical_gradient
 from .tensor import (
@@ -38,4 +38,5 @@ __all__ = [
     "ops",
     "nn",
     "optim",
+    "train",
 ]

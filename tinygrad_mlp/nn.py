@@ -28,6 +28,7 @@ __all__ = [
     "CrossEntropy",
     "MSE",
     "l2_penalty",
+    "dense_weights",
 ]
 
 
@@ -379,12 +380,29 @@ class MSE(Module):
         return sq
 
 
+def dense_weights(module):
+    """The weight Tensors of every Dense layer in `module`, in order (no biases)."""
+    if isinstance(module, Sequential):  # the common case, without the generic walk
+        out = []
+        for layer in module.layers:
+            if isinstance(layer, Dense):
+                out.append(layer.weight)
+            elif not isinstance(layer, (Sigmoid, ReLU, Tanh)):
+                out.extend(dense_weights(layer))
+        return out
+    return [m.weight for m in module.modules() if isinstance(m, Dense)]
+
+
 def l2_penalty(module, lam):
     """lam/2 * (sum of squared weights of every Dense layer in `module`), biases excluded.
 
-    Its gradient with respect to each weight W is lam * W: the lecture's update term.
+    `module` may also be a list of weight Tensors. Its gradient with respect to each
+    weight W is lam * W: the lecture's update term.
     """
-    weights = [m.weight for m in module.modules() if isinstance(m, Dense)]
+    if isinstance(module, Module):
+        weights = dense_weights(module)
+    else:
+        weights = list(module)
     lam = float(lam)
     if lam < 0 or not np.isfinite(lam):
         raise ValueError(f"l2_penalty: lam must be a finite number >= 0, got {lam}")

@@ -929,12 +929,11 @@ class L2Penalty(Function):
     def forward(ctx, *weights, lam):
         ctx.save_for_backward(*weights)
         ctx.lam = lam
-        dtype = np.result_type(*weights) if weights else np.float32
-        total = np.zeros((), dtype=dtype)
+        total = 0.0
         for w in weights:
             flat = w.ravel()
-            total += np.dot(flat, flat)
-        return np.asarray(total * (0.5 * lam), dtype=dtype)
+            total += float(np.dot(flat, flat))
+        return np.array(0.5 * lam * total, dtype=weights[0].dtype if weights else np.float32)
 
     @staticmethod
     def backward(ctx, g):

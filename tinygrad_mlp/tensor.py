@@ -164,7 +164,8 @@ class Context:
     def __init__(self, function, parents, needs_input_grad):
         self.function = function
         self.parents = parents
-        self.needs_input_grad = needs_input_grad
+        # None when no input requires grad (no backward will run): ops may then skip work
+        self.needs_input_grad = needs_input_grad or (False,) * len(parents)
         self.saved = ()
         self.freed = False
         self.module = _module_stack[-1] if _module_stack else None
@@ -209,43 +210,55 @@ class Function:
     @classmethod
     def apply(cls, *inputs, **params):
         """Run the op on Tensors (or arrays / numbers, made constant Tensors) -> Tensor."""
-        like = None
         for x in inputs:
-            if isinstance(x, Tensor):
-                like = x
+            if x.__class__ is not Tensor:
+                inputs = _to_tensors(inputs)
                 break
-        parents = tuple(x if isinstance(x, Tensor) else Tensor._const(x, like) for x in inputs)
-        needs = tuple(p.requires_grad for p in parents)
-        track = _grad_enabled and True in needs
-        ctx = Context(cls, parents, needs)
-        data = cls.forward(ctx, *[p.data for p in parents], **params)
-        if type(data) is not np.ndarray:
+        track = False
+        if _grad_enabled:
+            for x in inputs:
+                if x.requires_grad:
+                    track = True
+                    break
+        ctx = Context(cls, inputs, tuple(x.requires_grad for x in inputs) if track else None)
+        data = cls.forward(ctx, *[x.data for x in inputs], **params)
+        if data.__class__ is not np.ndarray:
             data = np.asarray(data)
         if _anomaly:
-            _check_finite(data, f"{cls.name}: forward produced", parents)
+            _check_finite(data, f"{cls.name}: forward produced", inputs)
         out = Tensor.__new__(Tensor)
         out.data = data
         out.grad = None
         out.name = None
         out._retain = False
         out._tangent = None
-        if track:
-            out.requires_grad = True
-            out._ctx = ctx
-        else:
-            out.requires_grad = False
-            out._ctx = None
+        out.requires_grad = track
+        out._ctx = ctx if track else None
         if _forward_mode:
-            tangents = [p._tangent for p in parents]
-            if any(t is not None for t in tangents):
-                jvp_rule = getattr(cls, "jvp", None)
-                if jvp_rule is None:
-                    raise NotImplementedError(f"{cls.name}: no forward-mode (jvp) rule")
-                t = jvp_rule(ctx, *tangents)
-                if t is not None:
-                    t = np.broadcast_to(np.asarray(t, dtype=data.dtype), data.shape)
-                out._tangent = t
+            _push_tangent(cls, ctx, inputs, out)
         return out
+
+
+def _to_tensors(inputs):
+    like = None
+    for x in inputs:
+        if isinstance(x, Tensor):
+            like = x
+            break
+    return tuple(x if isinstance(x, Tensor) else Tensor._const(x, like) for x in inputs)
+
+
+def _push_tangent(cls, ctx, inputs, out):
+    tangents = [x._tangent for x in inputs]
+    if all(t is None for t in tangents):
+        return
+    rule = getattr(cls, "jvp", None)
+    if rule is None:
+        raise NotImplementedError(f"{cls.name}: no forward-mode (jvp) rule")
+    t = rule(ctx, *tangents)
+    if t is not None:
+        t = np.broadcast_to(np.asarray(t, dtype=out.data.dtype), out.data.shape)
+    out._tangent = t
 
 
 def _check_finite(arr, what, parents=()):
@@ -404,13 +417,14 @@ class Tensor:
             return
         order = _topological_order(self)
         grads = {id(self): grad}
+        pop = grads.pop
         anomaly = _anomaly
         try:
             for node in reversed(order):
-                g = grads.pop(id(node), None)
-                ctx = node._ctx
+                g = pop(id(node), None)
                 if g is None:
                     continue
+                ctx = node._ctx
                 if node._retain:
                     node.grad = g.copy() if node.grad is None else node.grad + g
                 if ctx.freed:
@@ -421,33 +435,28 @@ class Tensor:
                         f"backward twice.")
                 in_grads = ctx.function.backward(ctx, g)
                 parents = ctx.parents
-                if type(in_grads) is not tuple:
+                if in_grads.__class__ is not tuple:
                     in_grads = (in_grads,)
                 if len(in_grads) != len(parents):
                     raise RuntimeError(
                         f"{ctx.function.name}: backward returned {len(in_grads)} gradient(s) "
                         f"for {len(parents)} input(s)")
-                for p, pg, need in zip(parents, in_grads, ctx.needs_input_grad):
-                    if pg is None or not need:
+                for p, pg in zip(parents, in_grads):
+                    if pg is None or not p.requires_grad:
                         continue
-                    if type(pg) is not np.ndarray:
+                    pdata = p.data
+                    if pg.__class__ is not np.ndarray:
                         pg = np.asarray(pg)
-                    if pg.shape != p.data.shape:
-                        try:
-                            pg = unbroadcast(pg, p.data.shape)
-                        except ValueError:
-                            raise ValueError(
-                                f"{ctx.function.name}: backward returned a gradient of shape "
-                                f"{_shape_str(pg.shape)} for an input of shape "
-                                f"{_shape_str(p.shape)}") from None
-                    if pg.dtype != p.data.dtype:
-                        pg = pg.astype(p.data.dtype)
+                    if pg.shape != pdata.shape:
+                        pg = _reduce_to(pg, p, ctx)
+                    if pg.dtype != pdata.dtype:
+                        pg = pg.astype(pdata.dtype)
                     if anomaly:
                         _check_finite(pg, f"{ctx.function.name}: backward produced", parents)
-                    if p._ctx is None:
-                        if pg is g or pg.base is not None or not pg.flags.writeable:
-                            pg = pg.copy()  # the leaf must own its gradient
-                        _accumulate_leaf(p, pg)
+                    if p._ctx is None:  # a leaf: it must own its gradient array
+                        if pg is g or pg.base is not None:
+                            pg = pg.copy()
+                        p.grad = pg if p.grad is None else p.grad + pg
                     else:
                         key = id(p)
                         prev = grads.get(key)
@@ -588,6 +597,15 @@ class Tensor:
 
 def _unwrap(x):
     return x.data if isinstance(x, Tensor) else x
+
+
+def _reduce_to(pg, p, ctx):
+    try:
+        return unbroadcast(pg, p.data.shape)
+    except ValueError:
+        raise ValueError(f"{ctx.function.name}: backward returned a gradient of shape "
+                         f"{_shape_str(pg.shape)} for an input of shape "
+                         f"{_shape_str(p.shape)}") from None
 
 
 def _accumulate_leaf(leaf, grad):
