@@ -122,7 +122,8 @@ def _as_array(value, like=None, dtype=None):
                 dtype = like.dtype
             elif isinstance(value, (bool, np.bool_)):
                 dtype = np.bool_
-            elif isinstance(value, numbers.Integral) and like is not None and like.dtype.kind in "iu":
+            elif (isinstance(value, numbers.Integral) and like is not None
+                  and like.dtype.kind in "iu"):
                 dtype = like.dtype
             elif isinstance(value, np.generic):
                 dtype = value.dtype
@@ -214,26 +215,24 @@ class Function:
             if x.__class__ is not Tensor:
                 inputs = _to_tensors(inputs)
                 break
-        track = False
-        if _grad_enabled:
-            for x in inputs:
-                if x.requires_grad:
-                    track = True
-                    break
-        ctx = Context(cls, inputs, tuple(x.requires_grad for x in inputs) if track else None)
+        ctx = Context.__new__(Context)
+        ctx.function = cls
+        ctx.parents = inputs
+        ctx.saved = ()
+        ctx.freed = False
+        ctx.module = _module_stack[-1] if _module_stack else None
+        needs = [x.requires_grad for x in inputs]
+        track = _grad_enabled and True in needs
+        ctx.needs_input_grad = tuple(needs) if track else (False,) * len(needs)
         data = cls.forward(ctx, *[x.data for x in inputs], **params)
         if data.__class__ is not np.ndarray:
             data = np.asarray(data)
         if _anomaly:
             _check_finite(data, f"{cls.name}: forward produced", inputs)
-        out = Tensor.__new__(Tensor)
-        out.data = data
-        out.grad = None
-        out.name = None
-        out._retain = False
-        out._tangent = None
-        out.requires_grad = track
-        out._ctx = ctx if track else None
+        out = _new_tensor(data)
+        if track:
+            out.requires_grad = True
+            out._ctx = ctx
         if _forward_mode:
             _push_tangent(cls, ctx, inputs, out)
         return out
@@ -245,7 +244,10 @@ def _to_tensors(inputs):
         if isinstance(x, Tensor):
             like = x
             break
-    return tuple(x if isinstance(x, Tensor) else Tensor._const(x, like) for x in inputs)
+    out = []
+    for x in inputs:
+        out.append(x if isinstance(x, Tensor) else Tensor._const(x, like))
+    return tuple(out)
 
 
 def _push_tangent(cls, ctx, inputs, out):
@@ -259,6 +261,19 @@ def _push_tangent(cls, ctx, inputs, out):
     if t is not None:
         t = np.broadcast_to(np.asarray(t, dtype=out.data.dtype), out.data.shape)
     out._tangent = t
+
+
+def _new_tensor(data):
+    """A Tensor around `data` without checks (for ops' outputs)."""
+    out = Tensor.__new__(Tensor)
+    out.data = data
+    out.grad = None
+    out.requires_grad = False
+    out.name = None
+    out._ctx = None
+    out._retain = False
+    out._tangent = None
+    return out
 
 
 def _check_finite(arr, what, parents=()):
@@ -405,7 +420,7 @@ class Tensor:
                 raise ValueError(
                     f"backward: grad can be implied only for a one-element output; this one "
                     f"has shape {_shape_str(self.shape)}: pass grad= of that shape")
-            grad = np.ones_like(self.data)
+            grad = np.ones(self.data.shape, dtype=self.data.dtype)
         else:
             grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad,
                               dtype=self.data.dtype)

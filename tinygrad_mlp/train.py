@@ -214,6 +214,15 @@ def _describe(epoch, batch, idx):
         if len(idx) else f"epoch {epoch}, batch {batch}"
 
 
+_SMALL = 65536
+
+
+def _raise_non_finite(p, names, epoch, batch, idx, optimizer):
+    raise NonFiniteError(f"fit: the gradient of {names.get(id(p), 'a parameter')} {p.shape} "
+                         f"became non-finite at {_describe(epoch, batch, idx)}; training "
+                         f"stopped before updating (lr={optimizer.lr})")
+
+
 def fit(model, loss_fn, optimizer, X, y, *, epochs, batch_size, shuffle=True, rng=None,
         seed=None, X_valid=None, y_valid=None, l2=0.0, progress=True, schedule=None,
         eval_train=True, eval_batch_size=10000, check_finite=True, on_epoch_end=None):
@@ -221,6 +230,9 @@ def fit(model, loss_fn, optimizer, X, y, *, epochs, batch_size, shuffle=True, rn
     (+ l2_penalty(model, l2)). Returns a History with one entry per epoch.
 
     X: (n, features); y: (n,) integer labels or targets of the output's shape.
+    l2: the gradient of l2_penalty(model, l2), l2 * W for every Dense weight W, is added
+    to W.grad after each backward (the same as adding the penalty to the loss, without
+    computing its value every step); History.cost includes the penalty's value.
     rng / seed: the RandomState that shuffles (pass the one that drew the weights to
     replay the lecture). schedule(step) -> learning rate, set before each step.
     eval_train: after each epoch, the cost and accuracy over all of X in one extra
@@ -262,6 +274,10 @@ def fit(model, loss_fn, optimizer, X, y, *, epochs, batch_size, shuffle=True, rn
 
     params = optimizer.params
     l2_weights = nn.dense_weights(model)
+    # Gradients checked every step: the small ones (biases). A Dense weight's gradient
+    # x^T delta is non-finite only if delta (then the bias gradient, its column sums) or x
+    # (then the loss) is; every gradient is checked again at the end of each epoch.
+    small_params = [p for p in params if p.size <= _SMALL]
     names = {id(p): name for name, p in model.named_parameters()}
     history = History()
     bar = _Progress(epochs, progress)
@@ -276,24 +292,23 @@ def fit(model, loss_fn, optimizer, X, y, *, epochs, batch_size, shuffle=True, rn
                 optimizer.zero_grad()
                 out = model(X[idx])
                 loss = loss_fn(out, targets[idx])
-                if l2:
-                    loss = loss + nn.l2_penalty(l2_weights, l2)
                 value = float(loss.data)
                 if check_finite and not math.isfinite(value):
                     raise NonFiniteError(f"fit: the loss became {value} at "
                                          f"{_describe(epoch, batch, idx)}; training stopped "
                                          f"before updating (lr={optimizer.lr})")
                 loss.backward()
+                if l2:  # the gradient of l2_penalty(model, l2): + l2 * W, as the lecture adds it
+                    for w in l2_weights:
+                        if w.grad is None:
+                            w.grad = l2 * w.data
+                        else:
+                            w.grad += l2 * w.data
                 if check_finite:
-                    for p in params:
+                    for p in small_params:
                         g = p.grad
-                        if g is not None and not math.isfinite(float(g.sum())) \
-                                and not np.isfinite(g).all():
-                            raise NonFiniteError(
-                                f"fit: the gradient of {names.get(id(p), 'a parameter')} "
-                                f"{p.shape} became non-finite at "
-                                f"{_describe(epoch, batch, idx)}; training stopped before "
-                                f"updating (lr={optimizer.lr})")
+                        if g is not None and not math.isfinite(np.add.reduce(g, axis=None)):
+                            _raise_non_finite(p, names, epoch, batch, idx, optimizer)
                 optimizer.step()
                 step += 1
                 if not eval_train:
@@ -301,6 +316,14 @@ def fit(model, loss_fn, optimizer, X, y, *, epochs, batch_size, shuffle=True, rn
                     run_rows += len(idx)
                     run_correct += int(np.sum(out.data.argmax(axis=1) == labels[idx]))
             history.time.append(time.perf_counter() - t0)
+            if check_finite:
+                for p in params:
+                    if p.grad is not None and not np.isfinite(p.grad).all():
+                        _raise_non_finite(p, names, epoch, "last", (), optimizer)
+                    if not np.isfinite(p.data).all():
+                        raise NonFiniteError(f"fit: parameter {names.get(id(p), '?')} "
+                                             f"{p.shape} became non-finite during epoch "
+                                             f"{epoch}")
             if eval_train:
                 cost, train_acc = _evaluate(model, loss_fn, X, targets, labels,
                                             eval_batch_size)
