@@ -1,6 +1,6 @@
 """tinygrad_mlp: a small, fast, honest reverse-mode autodiff library on NumPy."""
 
-from . import _malloc, nn, ops, optim, train
+from . import _malloc, nn, ops, optim, train, viz
 from .forward import jvp
 from .gradcheck import GradcheckError, gradcheck, numerical_gradient
 from .tensor import (
@@ -39,4 +39,5 @@ __all__ = [
     "nn",
     "optim",
     "train",
+    "viz",
 ]

@@ -283,6 +283,12 @@ def _check_reduction(reduction, owner):
     return reduction
 
 
+def _named_target(arr):
+    t = Tensor._const(arr)
+    t.name = "target"
+    return t
+
+
 def _target_array(target):
     return target.data if isinstance(target, Tensor) else np.asarray(target)
 
@@ -309,13 +315,14 @@ class BinaryCrossEntropy(Module):
 
     @staticmethod
     def _targets(a, y):
-        if isinstance(y, Tensor) and y.requires_grad:
+        if isinstance(y, Tensor) and (y.requires_grad or (y.shape == a.shape
+                                                          and y.dtype == a.dtype)):
             return y
         arr = _target_array(y)
         if arr.shape == a.shape:
             if arr.dtype != a.dtype:
                 arr = arr.astype(a.dtype)
-            return arr
+            return _named_target(arr)
         if arr.ndim == 1 and a.ndim == 2 and arr.shape[0] == a.shape[0]:
             n_classes = a.shape[1]
             if arr.dtype.kind not in "iu":
@@ -333,7 +340,7 @@ class BinaryCrossEntropy(Module):
                                  f"{_shape_str(a.shape)}")
             onehot = np.zeros(a.shape, dtype=a.dtype)
             onehot[np.arange(arr.shape[0]), arr] = 1.0
-            return onehot
+            return _named_target(onehot)
         raise ValueError(f"BinaryCrossEntropy: targets of shape {_shape_str(arr.shape)} do not "
                          f"match predictions of shape {_shape_str(a.shape)} (give 0/1 targets "
                          f"of the same shape, or integer labels of shape ({a.shape[0]},))")

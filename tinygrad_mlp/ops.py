@@ -803,6 +803,7 @@ class SigmoidBinaryCrossEntropy(Function):
     """
 
     name = "sigmoid_binary_cross_entropy"
+    no_grad_inputs = (1,)  # the sigmoid output a: drawn as an input, receives no gradient
 
     @staticmethod
     def forward(ctx, z, a, y, reduction="sum"):

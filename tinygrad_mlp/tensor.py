@@ -194,6 +194,7 @@ class Function:
     """
 
     name = None  # op name shown in errors and drawings; defaults to the lowercased class name
+    no_grad_inputs = ()  # positions of inputs that never receive a gradient (for drawings)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
