@@ -280,12 +280,15 @@ def fit(model, loss_fn, optimizer, X, y, *, epochs, batch_size, shuffle=True, rn
     small_params = [p for p in params if p.size <= _SMALL]
     names = {id(p): name for name, p in model.named_parameters()}
     history = History()
+    if not eval_train:  # predictions on the batches seen, scored once per epoch
+        preds = np.empty(n, dtype=np.int64)
+        seen = np.empty(n, dtype=np.int64)
     bar = _Progress(epochs, progress)
     step = 0
     try:
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
-            run_loss, run_correct, run_rows = 0.0, 0, 0
+            run_loss, run_rows = 0.0, 0
             for batch, idx in enumerate(minibatches(n, batch_size, rng, shuffle)):
                 if schedule is not None:
                     optimizer.lr = float(schedule(step))
@@ -313,8 +316,9 @@ def fit(model, loss_fn, optimizer, X, y, *, epochs, batch_size, shuffle=True, rn
                 step += 1
                 if not eval_train:
                     run_loss += value
+                    seen[run_rows:run_rows + len(idx)] = idx
+                    preds[run_rows:run_rows + len(idx)] = out.data.argmax(axis=1)
                     run_rows += len(idx)
-                    run_correct += int(np.sum(out.data.argmax(axis=1) == labels[idx]))
             history.time.append(time.perf_counter() - t0)
             if check_finite:
                 for p in params:
@@ -332,6 +336,7 @@ def fit(model, loss_fn, optimizer, X, y, *, epochs, batch_size, shuffle=True, rn
                         cost += float(nn.l2_penalty(model, l2).data)
             else:
                 batches = max(1, n // batch_size)
+                run_correct = int(np.count_nonzero(preds[:run_rows] == labels[seen[:run_rows]]))
                 cost, train_acc = run_loss / batches, run_correct / max(1, run_rows)
             history.cost.append(cost)
             history.train_acc.append(train_acc)
