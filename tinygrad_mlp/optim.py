@@ -131,13 +131,14 @@ def one_cycle(step, total_steps, max_lr, *, pct_start=0.25, div_factor=25.0,
     """The one-cycle learning rate at `step` (0-based) of `total_steps`.
 
     Rises from max_lr/div_factor to max_lr over the first pct_start of the steps (cosine),
-    then falls to max_lr/(div_factor*final_div_factor) (cosine), as PyTorch's OneCycleLR.
+    then falls to max_lr/(div_factor*final_div_factor) (cosine), as PyTorch's OneCycleLR
+    (anneal_strategy='cos') given the same pct_start (PyTorch's default is 0.3).
     """
     if total_steps <= 0:
         raise ValueError(f"one_cycle: total_steps must be > 0, got {total_steps}")
     initial = max_lr / div_factor
     final = initial / final_div_factor
-    warm = max(1, int(pct_start * total_steps) - 1)
+    warm = max(1.0, pct_start * total_steps - 1)  # a float, as in PyTorch
     step = min(max(step, 0), total_steps - 1)
     if step <= warm:
         frac, lo, hi = step / warm, initial, max_lr
