@@ -44,19 +44,17 @@ def numerical_gradient(fn, *inputs, eps=1e-6):
 
 
 def _numeric(fn, inputs, x, eps):
-    grad = np.zeros_like(x.data)
-    flat = x.data.reshape(-1)  # a view: perturbing it perturbs x.data
-    if not np.shares_memory(flat, x.data):
-        raise ValueError("gradcheck: inputs must be contiguous arrays")
+    grad = np.zeros(x.data.shape, dtype=x.data.dtype)
+    data = x.data  # perturbed in place, element by element (any memory layout)
     with no_grad():
-        for k in range(flat.size):
-            orig = flat[k]
-            flat[k] = orig + eps
+        for k in np.ndindex(data.shape):
+            orig = data[k]
+            data[k] = orig + eps
             plus = float(np.sum(fn(*inputs).data))
-            flat[k] = orig - eps
+            data[k] = orig - eps
             minus = float(np.sum(fn(*inputs).data))
-            flat[k] = orig
-            grad.reshape(-1)[k] = (plus - minus) / (2 * eps)
+            data[k] = orig
+            grad[k] = (plus - minus) / (2 * eps)
     return grad
 
 

@@ -193,6 +193,8 @@ class Pow(Function):
             return 2 * a
         if p == 1:
             return np.ones_like(a)
+        if p == 0:  # d(a^0)/da = 0 everywhere, also at a = 0 (not 0 * a^-1 = nan)
+            return np.zeros_like(a)
         return p * np.power(a, np.asarray(p - 1, dtype=a.dtype))
 
     @staticmethod

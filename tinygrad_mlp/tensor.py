@@ -103,7 +103,7 @@ def unbroadcast(grad, shape):
     if extra < 0:
         raise ValueError(f"cannot reduce a gradient of shape {grad.shape} to shape {shape}")
     if extra:
-        grad = grad.sum(axis=tuple(range(extra)))
+        grad = np.asarray(grad.sum(axis=tuple(range(extra))))  # 0-d stays an ndarray
     axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
     if axes:
         grad = grad.sum(axis=axes, keepdims=True)
