@@ -29,6 +29,7 @@ __all__ = [
     "MSE",
     "l2_penalty",
     "dense_weights",
+    "summary",
 ]
 
 
@@ -92,6 +93,10 @@ class Module:
     def num_parameters(self):
         """Total number of scalar parameters (weights and biases)."""
         return int(sum(p.size for p in self.parameters()))
+
+    def summary(self, input_shape, **kwargs):
+        """The table of `nn.summary(self, input_shape, **kwargs)`: printed and returned."""
+        return summary(self, input_shape, **kwargs)
 
     def zero_grad(self):
         for p in self.parameters():
@@ -416,3 +421,125 @@ def l2_penalty(module, lam):
     if not weights:
         return Tensor(0.0)
     return ops.L2Penalty.apply(*weights, lam=lam)
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def _check_input_shape(input_shape):
+    if isinstance(input_shape, (int, np.integer)) or input_shape is None:
+        raise ValueError(f"summary: input_shape must be a tuple whose first entry is the "
+                         f"batch size (an int or None), e.g. (None, 784); got {input_shape!r}")
+    shape = tuple(input_shape)
+    if not shape:
+        raise ValueError("summary: input_shape is empty; give (batch, features), "
+                         "e.g. (None, 784)")
+    for i, n in enumerate(shape):
+        if i == 0 and n is None:
+            continue
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
+            raise ValueError(f"summary: input_shape {shape!r} has entry {n!r} at position {i}; "
+                             f"sizes must be positive integers (only the batch size, first, "
+                             f"may be None)")
+    return shape
+
+
+def _own_tensors(module):
+    return [v for v in vars(module).values() if isinstance(v, Tensor)]
+
+
+def _shape_of(out, batch, symbolic):
+    """Text for a module's output: '(None, 10)' for a Tensor, several for a tuple."""
+    if isinstance(out, Tensor):
+        shape = out.shape
+        if symbolic and len(shape) >= 1 and shape[0] == batch:
+            return "(None" + "".join(f", {n}" for n in shape[1:]) + ")"
+        return _shape_str(shape)
+    if isinstance(out, (tuple, list)):
+        return ", ".join(_shape_of(o, batch, symbolic) for o in out)
+    return type(out).__name__
+
+
+def summary(model, input_shape, *, dtype=None, file=None, quiet=False):
+    """Print and return a table of `model`'s layers, output shapes and parameter counts.
+
+    input_shape: the input's shape with the batch size first, e.g. (None, 784) or (32, 784);
+    a None batch runs the forward pass with one row and is shown as None. One forward pass
+    on zeros of that shape (dtype: the parameters', else float32) runs under no_grad to
+    record each module's output shape. A row per module that holds tensors itself or has
+    no submodules (name as in `named_modules`, type, output shape, number of elements of its
+    own tensors); the totals below sum the rows: trainable = tensors with requires_grad.
+    quiet: return the text without printing it; file: where to print (default stdout).
+    """
+    shape = _check_input_shape(input_shape)
+    symbolic = shape[0] is None
+    batch = 1 if symbolic else int(shape[0])
+    params = model.parameters()
+    if dtype is None:
+        dtype = params[0].dtype if params else np.float32
+    x = Tensor(np.zeros((batch,) + shape[1:], dtype=dtype), dtype=dtype)
+
+    named = list(model.named_modules())
+    outputs = {}
+
+    def recording(mod, forward):
+        def wrapped(*args, **kwargs):
+            out = forward(*args, **kwargs)
+            outputs.setdefault(id(mod), out)
+            return out
+        return wrapped
+
+    patched = []
+    try:
+        for _, mod in named:
+            if "forward" not in vars(mod):  # an instance-level forward is left alone
+                mod.forward = recording(mod, mod.forward)
+                patched.append(mod)
+        with _tensor.no_grad():
+            model(x)
+    finally:
+        for mod in patched:
+            del mod.forward
+
+    rows, trainable, frozen, nbytes, seen = [], 0, 0, 0, set()
+    for name, mod in named:
+        tensors = [t for t in _own_tensors(mod) if id(t) not in seen]
+        seen.update(id(t) for t in tensors)
+        has_children = next(iter(mod._children()), None) is not None
+        if has_children and not tensors:
+            continue
+        count = sum(t.size for t in tensors)
+        trainable += sum(t.size for t in tensors if t.requires_grad)
+        frozen += sum(t.size for t in tensors if not t.requires_grad)
+        nbytes += sum(t.data.nbytes for t in tensors)
+        extra = mod.extra_repr()
+        kind = f"{type(mod).__name__}({extra})" if extra else type(mod).__name__
+        out = _shape_of(outputs[id(mod)], batch, symbolic) if id(mod) in outputs \
+            else "(not called)"
+        rows.append((name or "(model)", kind, out, f"{count:,}"))
+
+    header = ("Layer", "Type", "Output shape", "Param #")
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(4)]
+
+    def line(cells):
+        return "  ".join([c.ljust(w) for c, w in zip(cells[:3], widths[:3])]
+                         + [cells[3].rjust(widths[3])]).rstrip()
+
+    width = sum(widths) + 6
+    input_text = "(None" + "".join(f", {n}" for n in shape[1:]) + ")" if symbolic \
+        else _shape_str(shape)
+    size = (f"{nbytes} B" if nbytes < 1024 else f"{nbytes / 1024:.2f} KB"
+            if nbytes < 1024 ** 2 else f"{nbytes / 1024 ** 2:.2f} MB")
+    lines = [f"Model: {type(model).__name__}, input {input_text}", "=" * width, line(header),
+             "-" * width]
+    lines += [line(r) for r in rows]
+    lines += ["=" * width,
+              f"Total params: {trainable + frozen:,}",
+              f"Trainable params: {trainable:,}",
+              f"Non-trainable params: {frozen:,}",
+              f"Params size: {size}",
+              "=" * width]
+    text = "\n".join(lines)
+    if not quiet:
+        print(text, file=file)
+    return text
