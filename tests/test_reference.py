@@ -170,10 +170,12 @@ def test_library_fit_follows_the_reference_on_mnist():
         pytest.skip("TINYGRAD_MLP_DATA is not set: no real MNIST for this run")
     from tinygrad_mlp import data
 
-    X, y = data.load_mnist(os.path.join(root, "mnist"), download=False, dtype=np.float64)
+    # the 10,000-image file is the quicker read; which images train does not matter here
+    X, y = data.load_mnist(os.path.join(root, "mnist"), kind="test", download=False,
+                           dtype=np.float64)
     ref, model, history = _train_both(X[:2000], y[:2000], X[-500:], y[-500:], epochs=3,
                                       l2=0.01)
-    assert ref.eval_["valid_acc"][-1] > 0.5
+    assert ref.eval_["valid_acc"][-1] > ref.eval_["valid_acc"][0] + 0.1  # it does learn
     _assert_same_trajectory(ref, model, history, X[-500:])
 
 
