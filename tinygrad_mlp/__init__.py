@@ -1,6 +1,6 @@
 """tinygrad_mlp: a small, fast, honest reverse-mode autodiff library on NumPy."""
 
-from . import _malloc, nn, ops, optim, reference, train, viz
+from . import _malloc, data, nn, ops, optim, reference, train, viz
 from .forward import jvp
 from .gradcheck import GradcheckError, gradcheck, numerical_gradient
 from .tensor import (
@@ -40,5 +40,6 @@ __all__ = [
     "optim",
     "reference",
     "train",
+    "data",
     "viz",
 ]
