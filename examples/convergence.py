@@ -11,7 +11,13 @@ the same subset of MNIST:
 
 Each method gets the same training time (--budget seconds; evaluation time excluded). The
 cost, summed over the subset and divided by n (the logistic cost per example), is recorded
-every budget/60 seconds of training and plotted against time and against epochs.
+at 80 times spaced geometrically from budget/1000 to budget seconds of training, and plotted
+against time and against epochs.
+
+Time is measured by --clock cpu (default): the CPU seconds of this process, with NumPy's BLAS
+held to one thread (OPENBLAS_NUM_THREADS=1 unless already set), so that on an idle machine
+it is the wall-clock time, and on a busy one each method still gets the same computation;
+--clock wall measures wall-clock seconds instead (fair only on an otherwise idle machine).
 
 Learning rates. The cost is a sum over the batch, so its gradient grows with the batch size
 B: the SGD step lr * sum_b g_b equals a step of eta = lr * B on the mean gradient. So lr is
@@ -45,7 +51,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
+if __name__ == "__main__":  # one BLAS thread, so CPU seconds equal wall-clock seconds when idle
+    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
 
 try:
     import tinygrad_mlp  # noqa: F401
@@ -53,8 +63,13 @@ except ImportError:  # run from a source checkout without installing the package
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import tinygrad_mlp  # noqa: F401
 
-from tinygrad_mlp import nn, no_grad, optim
-from tinygrad_mlp.train import minibatches
+from tinygrad_mlp import nn, no_grad, optim  # noqa: E402
+from tinygrad_mlp.train import minibatches  # noqa: E402
+
+#: How training time is measured: CPU seconds of this process (not disturbed by other jobs
+#: on the machine; with one BLAS thread this is the wall-clock time of an idle machine), or
+#: wall-clock seconds.
+CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
 
 #: Default learning rates on the summed cost (see the module docstring).
 LR_ONLINE = 0.03
@@ -147,14 +162,17 @@ def _evaluate(model, loss_fn, X, T, y):
     return cost, float(np.mean(out.data.argmax(axis=1) == y))
 
 
-def train_for(name, batch_size, lr, X, y, *, budget, max_epochs=None, seed=1, points=60,
-              X_test=None, y_test=None):
+def train_for(name, batch_size, lr, X, y, *, budget, max_epochs=None, seed=1, points=80,
+              X_test=None, y_test=None, clock="cpu"):
     """Train the lecture's MLP with SGD (lr on the summed cost) on batches of `batch_size`
     for `budget` seconds of training (or until `max_epochs` epochs, whichever is first).
 
     The weights come from RandomState(seed), the same for every method; the shuffles from
-    RandomState(seed + 1). Returns a Run with an evaluation every budget / points seconds.
+    RandomState(seed + 1). Returns a Run with `points` evaluations at geometrically spaced
+    times from budget / 1000 to budget (and one at the start and the end).
+    clock: 'cpu' (process CPU seconds) or 'wall'.
     """
+    timer = CLOCKS[clock]
     n = X.shape[0]
     if not 1 <= batch_size <= n:
         raise ValueError(f"{name}: batch size {batch_size} must be in 1..{n}")
@@ -176,24 +194,26 @@ def train_for(name, batch_size, lr, X, y, *, budget, max_epochs=None, seed=1, po
         run.cost.append(cost)
         run.train_acc.append(acc)
 
-    spent, every = 0.0, budget / points
-    next_eval = every
+    spent = 0.0
+    schedule = iter(np.geomspace(budget / 1000, budget, points))  # dense early, sparse late
+    next_eval = next(schedule)
     record()
     done = False
     while not done:
         for idx in minibatches(n, batch_size, rng, shuffle=batch_size < n):
-            t0 = time.perf_counter()
+            t0 = timer()
             opt.zero_grad()
             loss_fn(model(X[idx]), T[idx]).backward()
             opt.step()
-            spent += time.perf_counter() - t0
+            spent += timer() - t0
             run.steps += 1
             if spent >= budget:
                 done = True
                 break
             if spent >= next_eval:
                 record()
-                next_eval = spent + every
+                while next_eval <= spent:
+                    next_eval = next(schedule, float("inf"))
         if max_epochs is not None and run.steps >= max_epochs * per_epoch:
             done = True
     if run.seconds[-1] != spent:
@@ -204,13 +224,13 @@ def train_for(name, batch_size, lr, X, y, *, budget, max_epochs=None, seed=1, po
 
 
 def compare(X, y, *, budget, batch=100, lr_online=LR_ONLINE, lr_mini=LR_MINI,
-            eta_full=ETA_FULL, max_epochs=None, seed=1, X_test=None, y_test=None):
+            eta_full=ETA_FULL, max_epochs=None, seed=1, X_test=None, y_test=None, clock="cpu"):
     """The three runs, in the order full batch, mini-batch, online."""
     n = X.shape[0]
     plan = [("full batch", n, eta_full / n), (f"mini-batch ({batch})", batch, lr_mini),
             ("online (1)", 1, lr_online)]
     return [train_for(name, b, lr, X, y, budget=budget, max_epochs=max_epochs, seed=seed,
-                      X_test=X_test, y_test=y_test) for name, b, lr in plan]
+                      X_test=X_test, y_test=y_test, clock=clock) for name, b, lr in plan]
 
 
 def format_table(runs):
@@ -225,7 +245,7 @@ def format_table(runs):
     return "\n".join(lines)
 
 
-def plot(runs, path, title=""):
+def plot(runs, path, title="", clock="cpu"):
     """Two panels: cost per example vs training seconds, and vs epochs (log x)."""
     import matplotlib
 
@@ -239,7 +259,8 @@ def plot(runs, path, title=""):
         ep = np.asarray(r.epochs)
         keep = ep > 0
         right.plot(ep[keep], np.asarray(r.cost)[keep], marker=".", label=label)
-    left.set_xlabel("training time (s)")
+    left.set_xlabel("training time (CPU s, one BLAS thread)" if clock == "cpu"
+                    else "training time (wall-clock s)")
     left.set_ylabel("logistic cost per example (training subset)")
     left.set_yscale("log")
     right.set_xlabel("epochs (log scale)")
@@ -247,7 +268,7 @@ def plot(runs, path, title=""):
     for ax in (left, right):
         ax.grid(True, which="both", alpha=0.3)
     left.legend(fontsize=8)
-    left.set_title("cost vs wall-clock time")
+    left.set_title("cost vs training time")
     right.set_title("cost vs epochs")
     if title:
         fig.suptitle(title, fontsize=9)
@@ -276,6 +297,8 @@ def main(argv=None):
     p.add_argument("--lr-mini", type=float, default=LR_MINI)
     p.add_argument("--eta-full", type=float, default=ETA_FULL,
                    help="full batch step on the mean gradient; lr = eta / n")
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="cpu",
+                   help="cpu: process CPU seconds, one BLAS thread (default); wall: wall-clock")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", default="convergence.png", help="the plot (PNG)")
@@ -284,14 +307,16 @@ def main(argv=None):
     X, y, X_test, y_test, described = load_data(args.data, args.rows, args.test_rows,
                                                 root=args.root, dtype=np.dtype(args.dtype))
     print(f"data: {described}")
+    threads = os.environ.get("OPENBLAS_NUM_THREADS", "default")
     print(f"network: 784-100-10 sigmoid, summed logistic cost, SGD, {args.dtype}; budget "
-          f"{args.budget:g} s of training per method")
+          f"{args.budget:g} s of training per method ({args.clock} clock, BLAS threads: "
+          f"{threads})")
     runs = compare(X, y, budget=args.budget, batch=args.batch, lr_online=args.lr_online,
                    lr_mini=args.lr_mini, eta_full=args.eta_full, max_epochs=args.max_epochs,
-                   seed=args.seed, X_test=X_test, y_test=y_test)
+                   seed=args.seed, X_test=X_test, y_test=y_test, clock=args.clock)
     print(format_table(runs))
     plot(runs, args.out, title=f"784-100-10 sigmoid MLP, same initial weights, "
-                               f"{args.budget:g} s each; {described}")
+                               f"{args.budget:g} s each; {described}", clock=args.clock)
     print(f"plot: {args.out}")
     return runs
 

@@ -12,9 +12,12 @@ are W1 (m, h), b1 (h,), W2 (h, t), b2 (t,). The gradient dC/dtheta has P entries
            gives that one entry, so the gradient takes P JVPs: the time grows like P.
 
 Both are computed in float64 for several hidden sizes h, checked equal (to 1e-10,
-relative), timed (reverse: best of --repeat; forward: one full sweep) and plotted on
-log-log axes to --out. This is the lecture's argument for backpropagation: a scalar loss
-of many parameters is the case reverse mode is made for.
+relative), timed (reverse: best of --repeat; forward: one full sweep; NumPy's BLAS held to
+one thread unless OPENBLAS_NUM_THREADS is set) and plotted on log-log axes to --out. Then
+one reverse gradient and a few JVPs of the lecture's 784-100-10 network on 100 rows are
+timed, to say what a forward-mode gradient of it would cost. This is the lecture's
+argument for backpropagation: a scalar loss of many parameters is the case reverse mode is
+made for.
 
   python examples/forward_vs_reverse.py --out docs/img/forward_vs_reverse.png
 """
@@ -26,7 +29,11 @@ import os
 import sys
 import time
 
-import numpy as np
+if __name__ == "__main__":  # one BLAS thread: threads fighting over a busy machine's cores
+    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")  # can slow a small matmul down 100x
+
+import numpy as np  # noqa: E402
 
 try:
     import tinygrad_mlp  # noqa: F401
@@ -34,7 +41,7 @@ except ImportError:  # run from a source checkout without installing the package
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import tinygrad_mlp  # noqa: F401
 
-from tinygrad_mlp import Tensor, jvp, nn
+from tinygrad_mlp import Tensor, jvp, nn  # noqa: E402
 
 PARAM_NAMES = ("W1", "b1", "W2", "b2")
 
@@ -109,6 +116,25 @@ def measure(hiddens=(2, 4, 8, 16, 32, 64, 128), *, repeat=5, inputs=16, outputs=
     return rows_out
 
 
+def lecture_estimate(repeat=10, rows=100, seed=0):
+    """The lecture's 784-100-10 network on `rows` random rows: (P, seconds of one reverse
+    gradient, seconds of one JVP), each the best of `repeat`. A forward-mode gradient
+    would take P JVPs; only a few are run here."""
+    loss_fn, params = make_problem(100, inputs=784, outputs=10, rows=rows, seed=seed)
+    params[0] *= 0.2  # normal(0, 0.1), the lecture's init
+    params[2] *= 0.2
+    t_rev, _ = _best_time(lambda: reverse_gradient(loss_fn, params), repeat)
+    best = float("inf")
+    for k in range(repeat):
+        direction = np.zeros(params[0].size)
+        direction[k] = 1.0
+        tangents = [direction.reshape(params[0].shape), None, None, None]
+        t0 = time.perf_counter()
+        jvp(loss_fn, params, tangents)
+        best = min(best, time.perf_counter() - t0)
+    return sum(p.size for p in params), t_rev, best
+
+
 def format_table(results):
     head = (f"{'hidden':>6} {'params P':>9} {'reverse (s)':>12} {'forward (s)':>12} "
             f"{'fwd/rev':>9} {'fwd per P (us)':>15} {'max |diff|':>11} {'agree':>6}")
@@ -156,6 +182,8 @@ def main(argv=None):
     p.add_argument("--rows", type=int, default=32, help="batch rows of the loss")
     p.add_argument("--repeat", type=int, default=5, help="reverse mode: best of N")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-lecture-net", action="store_true", help="skip the estimate for the "
+                   "lecture's 784-100-10 network")
     p.add_argument("--out", default="forward_vs_reverse.png", help="the plot (PNG)")
     args = p.parse_args(argv)
     print(f"network: {args.inputs} -> h sigmoid -> {args.outputs} sigmoid, summed logistic "
@@ -166,6 +194,12 @@ def main(argv=None):
     plot(results, args.out, title=f"full gradient of a {args.inputs}-h-{args.outputs} MLP's "
                                   f"summed cost ({args.rows} rows, float64)")
     print(f"plot: {args.out}")
+    if not args.no_lecture_net:
+        P, t_rev, t_jvp = lecture_estimate(seed=args.seed)
+        print(f"the lecture's 784-100-10 network, 100 rows, P = {P:,}: one reverse gradient "
+              f"{t_rev * 1e3:.2f} ms; one JVP {t_jvp * 1e3:.2f} ms, so a forward-mode "
+              f"gradient would take {P:,} JVPs = {P * t_jvp:.0f} s "
+              f"({P * t_jvp / t_rev:,.0f}x the reverse gradient)")
     if not all(r["agree"] for r in results):
         sys.exit("error: forward and reverse gradients disagree")
     return results

@@ -287,7 +287,14 @@ def test_forward_vs_reverse_program_runs_and_plots(tmp_path):
     would run: the in-process tests above call their main(argv)."""
     out = tmp_path / "fr.png"
     stdout = _run("forward_vs_reverse.py", "--hidden", "1", "2", "4", "--repeat", "1",
-                  "--inputs", "5", "--rows", "4", "--out", str(out))
+                  "--inputs", "5", "--rows", "4", "--no-lecture-net", "--out",
+                  str(out))
     table = [line for line in stdout.splitlines() if re.match(r"^\s+\d+\s+[\d,]+\s", line)]
     assert len(table) == 3 and all(line.rstrip().endswith("yes") for line in table), stdout
     _assert_png(out)
+
+
+def test_lecture_network_estimate_counts_its_parameters():
+    P, t_rev, t_jvp = fwd_rev.lecture_estimate(repeat=2, rows=10)
+    assert P == 784 * 100 + 100 + 100 * 10 + 10 == 79510
+    assert t_rev > 0 and t_jvp > 0
