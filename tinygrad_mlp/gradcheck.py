@@ -91,7 +91,8 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
             idx = tuple(int(j) for j in idx)
             raise GradcheckError(
                 f"gradcheck: input {i}{_label(x)} of shape {x.shape}, element {idx}: "
-                f"autodiff gives {a[idx]!r}, finite differences give {numeric[idx]!r} "
+                f"autodiff gives {float(a[idx])!r}, "
+                f"finite differences give {float(numeric[idx])!r} "
                 f"({int(bad.sum())} of {bad.size} elements disagree beyond atol={atol}, "
                 f"rtol={rtol})")
     return True
