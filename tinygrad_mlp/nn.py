@@ -15,7 +15,9 @@ import numpy as np
 
 from . import ops
 from . import tensor as _tensor
-from .tensor import Tensor, _shape_str
+from .tensor import Tensor, _new_tensor, _shape_str
+
+_module_stack = _tensor._module_stack  # the same list object
 
 __all__ = [
     "Module",
@@ -51,12 +53,11 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__}.forward is not implemented")
 
     def __call__(self, *args, **kwargs):
-        stack = _tensor._module_stack
-        stack.append(self)
+        _module_stack.append(self)  # ops record the innermost running module (drawings)
         try:
             return self.forward(*args, **kwargs)
         finally:
-            stack.pop()
+            _module_stack.pop()
 
     # -- traversal ------------------------------------------------------------------------
     def _children(self):
@@ -313,13 +314,18 @@ class BinaryCrossEntropy(Module):
     def forward(self, a, y):
         a = _as_tensor(a)
         y = self._targets(a, y)
-        if a.op == "sigmoid":
-            z = a.parents[0]
+        ctx = a._ctx
+        if ctx is not None and ctx.function is ops.Sigmoid:
+            z = ctx.parents[0]
             return ops.SigmoidBinaryCrossEntropy.apply(z, a, y, reduction=self.reduction)
         return ops.BinaryCrossEntropy.apply(a, y, reduction=self.reduction)
 
     @staticmethod
     def _targets(a, y):
+        if y.__class__ is np.ndarray and y.shape == a.data.shape and y.dtype is a.data.dtype:
+            t = _new_tensor(y)  # the common case: 0/1 targets of the prediction's shape
+            t.name = "target"
+            return t
         if isinstance(y, Tensor) and (y.requires_grad or (y.shape == a.shape
                                                           and y.dtype == a.dtype)):
             return y

@@ -18,6 +18,25 @@ import numpy as np
 
 from .tensor import Function, _shape_str
 
+try:  # the ufunc behind np.clip, without np.clip's Python-level wrapper
+    from numpy._core.umath import clip as _clip
+except ImportError:  # NumPy < 2
+    from numpy.core.umath import clip as _clip
+
+_SMALL = 256  # arrays up to this size: fewer ufunc calls beat vectorised passes
+_CONSTANTS = {}
+
+
+def _const(value, dtype):
+    """`value` as a cached read-only 0-d array of `dtype`. As a ufunc operand it is cheaper
+    than a Python float (which NumPy converts on every call) and keeps the array's dtype."""
+    key = (value, dtype)
+    c = _CONSTANTS.get(key)
+    if c is None:
+        c = _CONSTANTS[key] = np.array(value, dtype=dtype)
+        c.flags.writeable = False
+    return c
+
 # ----------------------------------------------------------------------------- helpers
 
 
@@ -296,15 +315,16 @@ class Dense(Function):
 
     @staticmethod
     def forward(ctx, x, w, *b):
-        if w.ndim != 2 or x.ndim == 0 or x.shape[-1] != w.shape[0]:
+        xs, ws = x.shape, w.shape
+        if len(ws) != 2 or not xs or xs[-1] != ws[0]:
             raise ValueError(f"dense: input of shape {_shape_str(x.shape)} does not match "
                              f"weight of shape {_shape_str(w.shape)} (expected the input's "
                              f"last dimension to be {w.shape[0] if w.ndim == 2 else '?'})")
-        if b and b[0].shape != (w.shape[1],):
+        if b and b[0].shape != ws[1:]:
             raise ValueError(f"dense: bias of shape {_shape_str(b[0].shape)} does not match "
                              f"weight of shape {_shape_str(w.shape)}")
         ctx.save_for_backward(x, w)
-        out = np.dot(x, w) if x.ndim == 2 else np.matmul(x, w)
+        out = np.dot(x, w) if len(xs) == 2 else np.matmul(x, w)
         if b:
             out += b[0]
         return out
@@ -634,18 +654,31 @@ def sigmoid_array(z):
 
     z is clipped to +-250 (float64; +-88 for float32, +-11 for float16) so exp cannot
     overflow; for float64 the result is bit-identical to `1. / (1. + np.exp(-np.clip(z,
-    -250, 250)))` (maximum/minimum clip the same values as np.clip, with less overhead).
+    -250, 250)))` (the same ufuncs, in place after the first: five calls, one new array).
     """
-    bound = 250.0 if z.dtype == np.float64 else (88.0 if z.dtype != np.float16 else 11.0)
-    if z.dtype.kind != "f":
-        z = z.astype(np.float32)
-    t = np.maximum(z, -bound)
-    np.minimum(t, bound, out=t)
+    consts = _SIGMOID_CONSTANTS.get(z.dtype)
+    if consts is None:
+        if z.dtype.kind != "f":
+            z = z.astype(np.float32)
+        consts = _sigmoid_constants(z.dtype)
+    lo, hi, one = consts
+    t = _clip(z, lo, hi)
     np.negative(t, out=t)
     np.exp(t, out=t)
-    t += 1.0
-    np.divide(1.0, t, out=t)
+    np.add(t, one, out=t)
+    np.divide(one, t, out=t)
     return t
+
+
+_SIGMOID_CONSTANTS = {}
+
+
+def _sigmoid_constants(dtype):
+    """(-bound, bound, 1) of `dtype` for `sigmoid_array`, cached."""
+    bound = 250.0 if dtype == np.float64 else (88.0 if dtype != np.float16 else 11.0)
+    consts = (_const(-bound, dtype), _const(bound, dtype), _const(1.0, dtype))
+    _SIGMOID_CONSTANTS[dtype] = consts
+    return consts
 
 
 class Sigmoid(Function):
@@ -662,7 +695,12 @@ class Sigmoid(Function):
     @staticmethod
     def backward(ctx, g):
         a = ctx.saved[0]
-        return g * (a * (1.0 - a))
+        d = np.subtract(_const(1.0, a.dtype), a)  # a (1 - a), then times g: a fresh array
+        d *= a
+        if g.dtype is d.dtype and g.shape == d.shape:
+            d *= g
+            return d
+        return g * d
 
     @staticmethod
     def jvp(ctx, tz):
@@ -809,12 +847,16 @@ class SigmoidBinaryCrossEntropy(Function):
 
     @staticmethod
     def forward(ctx, z, a, y, reduction="sum"):
-        loss = np.abs(z)                     # max(z, 0) - z y + log(1 + exp(-|z|))
-        np.negative(loss, out=loss)
-        np.exp(loss, out=loss)
-        np.log1p(loss, out=loss)
-        loss += np.maximum(z, 0)
-        loss -= z * y
+        if z.size <= _SMALL or a.dtype is not z.dtype or a.shape != z.shape:
+            loss = np.logaddexp(0, z)  # softplus(z) = max(z, 0) + log1p(exp(-|z|)), one ufunc
+        else:  # the same from a = sigmoid(z): log1p(exp(-|z|)) = -log(sigmoid(|z|)), and
+            #    sigmoid(|z|) = max(a, 1 - a); vectorised passes (no scalar-loop log1p)
+            t = np.subtract(_const(1.0, a.dtype), a)
+            np.maximum(t, a, out=t)
+            np.log(t, out=t)
+            loss = np.maximum(z, _const(0.0, z.dtype))
+            loss -= t
+        loss -= z * y  # - z y
         out, factor = _reduce(loss, reduction, "binary_cross_entropy")
         ctx.save_for_backward(z, a, y)
         ctx.factor = factor

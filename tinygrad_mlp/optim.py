@@ -66,9 +66,12 @@ class SGD(Optimizer):
         if self.momentum >= 1:
             raise ValueError(f"SGD: momentum must be < 1, got {self.momentum}")
         self._velocity = [None] * len(self.params)
+        self._buffers = [None] * len(self.params)
 
     def step(self):
         lr, mu = self.lr, self.momentum
+        scale = None  # lr as a 0-d array of the parameter's dtype: a cheaper ufunc operand
+        buffers = self._buffers  # per parameter: (its data array, a scratch array like it)
         for i, p in enumerate(self.params):
             g = p.grad
             if g is None:
@@ -81,7 +84,17 @@ class SGD(Optimizer):
                     v *= mu
                     v += g
                 g = v
-            p.data -= lr * g
+            data = p.data
+            buf = buffers[i]
+            if buf is None or buf[0] is not data:
+                buf = buffers[i] = (data, np.empty_like(data))
+            scratch = buf[1]
+            if g.dtype is scratch.dtype and g.shape == scratch.shape:
+                if scale is None or scale.dtype is not scratch.dtype:
+                    scale = np.array(lr, dtype=scratch.dtype)
+                data -= np.multiply(g, scale, scratch)  # in place, no new array
+            else:
+                data -= lr * g
         self.steps += 1
 
 

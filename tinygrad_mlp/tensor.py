@@ -18,6 +18,8 @@ reaches a leaf is always cast back to that leaf's dtype.
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import numbers
 
 import numpy as np
@@ -40,6 +42,7 @@ _grad_enabled = True     # off inside `no_grad()`
 _anomaly = False         # on inside `detect_anomaly()`
 _module_stack = []       # modules whose __call__ is running (for graph drawings)
 _forward_mode = 0        # > 0 while `jvp` runs: ops also propagate tangents
+_sequence = itertools.count()  # creation order of recorded ops: backward runs them in reverse
 
 
 def is_grad_enabled():
@@ -156,11 +159,12 @@ class Context:
     """What one op application remembers for its backward.
 
     `parents`: the input Tensors; `saved`: arrays stored by `save_for_backward`;
-    `needs_input_grad`: one bool per input. Ops may also set plain attributes.
+    `needs_input_grad`: one bool per input; `seq`: creation order (outputs come after
+    their inputs). Ops may also set plain attributes.
     """
 
     __slots__ = ("function", "parents", "saved", "needs_input_grad", "freed", "module",
-                 "__dict__")
+                 "seq", "__dict__")
 
     def __init__(self, function, parents, needs_input_grad):
         self.function = function
@@ -170,6 +174,7 @@ class Context:
         self.saved = ()
         self.freed = False
         self.module = _module_stack[-1] if _module_stack else None
+        self.seq = next(_sequence)
 
     def save_for_backward(self, *arrays):
         """Keep arrays needed by backward; read them back as `ctx.saved`."""
@@ -212,28 +217,50 @@ class Function:
     @classmethod
     def apply(cls, *inputs, **params):
         """Run the op on Tensors (or arrays / numbers, made constant Tensors) -> Tensor."""
-        for x in inputs:
+        if len(inputs) == 1:  # (no comprehensions: each would be a function call)
+            x = inputs[0]
             if x.__class__ is not Tensor:
                 inputs = _to_tensors(inputs)
-                break
+                x = inputs[0]
+            needs = (x.requires_grad,)
+            arrays = (x.data,)
+        else:
+            for x in inputs:
+                if x.__class__ is not Tensor:
+                    inputs = _to_tensors(inputs)
+                    break
+            needs = []
+            arrays = []
+            for x in inputs:
+                needs.append(x.requires_grad)
+                arrays.append(x.data)
+            needs = tuple(needs)
         ctx = Context.__new__(Context)
         ctx.function = cls
         ctx.parents = inputs
         ctx.saved = ()
         ctx.freed = False
         ctx.module = _module_stack[-1] if _module_stack else None
-        needs = [x.requires_grad for x in inputs]
         track = _grad_enabled and True in needs
-        ctx.needs_input_grad = tuple(needs) if track else (False,) * len(needs)
-        data = cls.forward(ctx, *[x.data for x in inputs], **params)
+        ctx.needs_input_grad = needs if track else (False,) * len(needs)
+        data = cls.forward(ctx, *arrays, **params)
         if data.__class__ is not np.ndarray:
             data = np.asarray(data)
         if _anomaly:
             _check_finite(data, f"{cls.name}: forward produced", inputs)
-        out = _new_tensor(data)
+        out = Tensor.__new__(Tensor)
+        out.data = data
+        out.grad = None
+        out.name = None
+        out._retain = False
+        out._tangent = None
         if track:
+            ctx.seq = next(_sequence)
             out.requires_grad = True
             out._ctx = ctx
+        else:
+            out.requires_grad = False
+            out._ctx = None
         if _forward_mode:
             _push_tangent(cls, ctx, inputs, out)
         return out
@@ -247,7 +274,12 @@ def _to_tensors(inputs):
             break
     out = []
     for x in inputs:
-        out.append(x if isinstance(x, Tensor) else Tensor._const(x, like))
+        if isinstance(x, Tensor):
+            out.append(x)
+        elif x.__class__ is np.ndarray and x.dtype.kind in "fiub":  # arrays keep their dtype
+            out.append(_new_tensor(x))
+        else:
+            out.append(Tensor._const(x, like))
     return tuple(out)
 
 
@@ -411,6 +443,10 @@ class Tensor:
         Accumulates d(self)/d(leaf) (times `grad`) into `.grad` of every leaf with
         requires_grad. A one-element Tensor is seeded with 1; otherwise `grad` (same
         shape) is required. Saved arrays are freed unless `retain_graph=True`.
+
+        The ops run in reverse creation order (a priority queue on `Context.seq`): an op's
+        output is made after its inputs, so all of a node's gradient has arrived when its
+        turn comes, without a separate topological sort.
         """
         if not self.requires_grad:
             raise RuntimeError(
@@ -421,7 +457,8 @@ class Tensor:
                 raise ValueError(
                     f"backward: grad can be implied only for a one-element output; this one "
                     f"has shape {_shape_str(self.shape)}: pass grad= of that shape")
-            grad = np.ones(self.data.shape, dtype=self.data.dtype)
+            shape, dtype = self.data.shape, self.data.dtype
+            grad = np.array(1, dtype=dtype) if shape == () else np.ones(shape, dtype=dtype)
         else:
             grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad,
                               dtype=self.data.dtype)
@@ -431,15 +468,15 @@ class Tensor:
         if self._ctx is None:  # a leaf: d(self)/d(self) = 1
             _accumulate_leaf(self, grad.copy())
             return
-        order = _topological_order(self)
         grads = {id(self): grad}
-        pop = grads.pop
+        heap = [(-self._ctx.seq, self)]  # seqs are unique: Tensors are never compared
+        done = []                        # contexts whose backward ran (freed at the end)
+        pop, get, heappop, heappush = grads.pop, grads.get, heapq.heappop, heapq.heappush
         anomaly = _anomaly
         try:
-            for node in reversed(order):
-                g = pop(id(node), None)
-                if g is None:
-                    continue
+            while heap:
+                node = heappop(heap)[1]
+                g = pop(id(node))
                 ctx = node._ctx
                 if node._retain:
                     node.grad = g.copy() if node.grad is None else node.grad + g
@@ -449,6 +486,7 @@ class Tensor:
                         f"'{ctx.function.name}'): its saved values were freed by the first "
                         f"backward. Call backward(retain_graph=True) the first time to "
                         f"backward twice.")
+                done.append(ctx)
                 in_grads = ctx.function.backward(ctx, g)
                 parents = ctx.parents
                 if in_grads.__class__ is not tuple:
@@ -465,22 +503,30 @@ class Tensor:
                         pg = np.asarray(pg)
                     if pg.shape != pdata.shape:
                         pg = _reduce_to(pg, p, ctx)
-                    if pg.dtype != pdata.dtype:
-                        pg = pg.astype(pdata.dtype)
+                    dtype = pdata.dtype
+                    if pg.dtype is not dtype and pg.dtype != dtype:
+                        pg = pg.astype(dtype)
                     if anomaly:
                         _check_finite(pg, f"{ctx.function.name}: backward produced", parents)
-                    if p._ctx is None:  # a leaf: it must own its gradient array
+                    pctx = p._ctx
+                    if pctx is None:  # a leaf: it must own its gradient array
                         if pg is g or pg.base is not None:
                             pg = pg.copy()
                         p.grad = pg if p.grad is None else p.grad + pg
                     else:
                         key = id(p)
-                        prev = grads.get(key)
-                        grads[key] = pg if prev is None else prev + pg
+                        prev = get(key)
+                        if prev is None:  # the first gradient to reach p: schedule its op
+                            grads[key] = pg
+                            heappush(heap, (-pctx.seq, p))
+                        else:
+                            grads[key] = prev + pg
         finally:
             if not retain_graph:
-                for node in order:
-                    node._ctx.free()
+                for ctx in done:  # Context.free, inlined
+                    ctx.saved = None
+                    ctx.__dict__.clear()
+                    ctx.freed = True
 
     # -- operators (the Functions are in ops.py) ------------------------------------------
     def __add__(self, other):

@@ -65,11 +65,17 @@ class History:
         return len(self.cost)
 
 
-def minibatches(n, batch_size, rng=None, shuffle=True):
-    """Index arrays of the full mini-batches of one epoch (the lecture's order)."""
+def _epoch_order(n, rng, shuffle):
+    """The row order of one epoch: np.arange(n), shuffled in place by `rng` (the lecture's)."""
     indices = np.arange(n)
     if shuffle:
         rng.shuffle(indices)
+    return indices
+
+
+def minibatches(n, batch_size, rng=None, shuffle=True):
+    """Index arrays of the full mini-batches of one epoch (the lecture's order)."""
+    indices = _epoch_order(n, rng, shuffle)
     for start in range(0, n - batch_size + 1, batch_size):
         yield indices[start:start + batch_size]
 
@@ -217,10 +223,33 @@ def _describe(epoch, batch, idx):
 _SMALL = 65536
 
 
+def _first_non_finite(params, default):
+    """The first parameter (in order) whose gradient is not finite; else `default`."""
+    for p in params:
+        if p.grad is not None and not np.isfinite(p.grad).all():
+            return p
+    return default
+
+
 def _raise_non_finite(p, names, epoch, batch, idx, optimizer):
     raise NonFiniteError(f"fit: the gradient of {names.get(id(p), 'a parameter')} {p.shape} "
                          f"became non-finite at {_describe(epoch, batch, idx)}; training "
                          f"stopped before updating (lr={optimizer.lr})")
+
+
+def _add_l2(w, l2, buffers):
+    """w.grad += l2 * w.data, without a new array per step."""
+    data, g = w.data, w.grad
+    if g is None:
+        w.grad = l2 * data
+        return
+    entry = buffers.get(id(w))
+    if entry is None or entry[1].shape != data.shape or entry[1].dtype is not data.dtype:
+        entry = buffers[id(w)] = (np.array(l2, dtype=data.dtype), np.empty_like(data))
+    if g.shape == data.shape and g.dtype is data.dtype:
+        g += np.multiply(data, entry[0], out=entry[1])
+    else:
+        w.grad = g + l2 * data
 
 
 def fit(model, loss_fn, optimizer, X, y, *, epochs, batch_size, shuffle=True, rng=None,
@@ -274,22 +303,27 @@ def fit(model, loss_fn, optimizer, X, y, *, epochs, batch_size, shuffle=True, rn
 
     params = optimizer.params
     l2_weights = nn.dense_weights(model)
-    # Gradients checked every step: the small ones (biases). A Dense weight's gradient
-    # x^T delta is non-finite only if delta (then the bias gradient, its column sums) or x
-    # (then the loss) is; every gradient is checked again at the end of each epoch.
+    l2_buffers = {}  # per weight: l2 as a 0-d array of its dtype and a scratch array
+    # Gradients checked every step: the biases (else the small parameters). A Dense
+    # weight's gradient x^T delta is non-finite only if delta (then the bias gradient, its
+    # column sums) or x (then the loss) is; every gradient is checked again at the end of
+    # each epoch. The error names the first parameter (in order) with a bad gradient.
     small_params = [p for p in params if p.size <= _SMALL]
+    step_checked = [p for p in small_params if p.ndim == 1] or small_params
     names = {id(p): name for name, p in model.named_parameters()}
     history = History()
     if not eval_train:  # predictions on the batches seen, scored once per epoch
-        preds = np.empty(n, dtype=np.int64)
-        seen = np.empty(n, dtype=np.int64)
+        preds = np.empty(n, dtype=np.intp)
     bar = _Progress(epochs, progress)
     step = 0
     try:
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
-            run_loss, run_rows = 0.0, 0
-            for batch, idx in enumerate(minibatches(n, batch_size, rng, shuffle)):
+            run_loss = 0.0
+            order = _epoch_order(n, rng, shuffle)
+            run_rows = n - n % batch_size  # full batches only
+            for batch, start in enumerate(range(0, run_rows, batch_size)):
+                idx = order[start:start + batch_size]
                 if schedule is not None:
                     optimizer.lr = float(schedule(step))
                 optimizer.zero_grad()
@@ -303,23 +337,18 @@ def fit(model, loss_fn, optimizer, X, y, *, epochs, batch_size, shuffle=True, rn
                 loss.backward()
                 if l2:  # the gradient of l2_penalty(model, l2): + l2 * W, as the lecture adds it
                     for w in l2_weights:
-                        if w.grad is None:
-                            w.grad = l2 * w.data
-                        else:
-                            w.grad += l2 * w.data
+                        _add_l2(w, l2, l2_buffers)
                 if check_finite:
-                    for p in small_params:
+                    for p in step_checked:
                         g = p.grad
                         if g is not None and not math.isfinite(np.add.reduce(g, axis=None)):
-                            _raise_non_finite(p, names, epoch, batch, idx, optimizer)
+                            _raise_non_finite(_first_non_finite(params, p), names, epoch,
+                                              batch, idx, optimizer)
                 optimizer.step()
                 step += 1
                 if not eval_train:
                     run_loss += value
-                    seen[run_rows:run_rows + len(idx)] = idx
-                    preds[run_rows:run_rows + len(idx)] = out.data.argmax(axis=1)
-                    run_rows += len(idx)
-            history.time.append(time.perf_counter() - t0)
+                    out.data.argmax(axis=1, out=preds[start:start + batch_size])
             if check_finite:
                 for p in params:
                     if p.grad is not None and not np.isfinite(p.grad).all():
@@ -328,6 +357,7 @@ def fit(model, loss_fn, optimizer, X, y, *, epochs, batch_size, shuffle=True, rn
                         raise NonFiniteError(f"fit: parameter {names.get(id(p), '?')} "
                                              f"{p.shape} became non-finite during epoch "
                                              f"{epoch}")
+            history.time.append(time.perf_counter() - t0)
             if eval_train:
                 cost, train_acc = _evaluate(model, loss_fn, X, targets, labels,
                                             eval_batch_size)
@@ -336,7 +366,7 @@ def fit(model, loss_fn, optimizer, X, y, *, epochs, batch_size, shuffle=True, rn
                         cost += float(nn.l2_penalty(model, l2).data)
             else:
                 batches = max(1, n // batch_size)
-                run_correct = int(np.count_nonzero(preds[:run_rows] == labels[seen[:run_rows]]))
+                run_correct = int(np.count_nonzero(preds[:run_rows] == labels[order[:run_rows]]))
                 cost, train_acc = run_loss / batches, run_correct / max(1, run_rows)
             history.cost.append(cost)
             history.train_acc.append(train_acc)

@@ -1,0 +1,513 @@
+#!/usr/bin/env python3
+"""The benchmark suite of issue 6: the library against hand-written NumPy and PyTorch eager.
+
+    python benchmarks/run.py [--quick] [--data DIR] [--json FILE] [--no-torch]
+
+Everything runs in this one process (the memory check in a child process, for a clean
+RSS), contenders interleaved (A, B, C, then B, C, A, ...), and the table shows medians.
+A ratio is the median over the repeats of (library time / peer time) measured in the same
+repeat, which is robust against a machine whose load changes while the suite runs.
+
+Targets (see docs/performance.md):
+  1  one lecture epoch (784-100-10 sigmoid, summed logistic cost, l2 0.01, SGD lr 0.0005,
+     batch 100, 55,000 rows): library / hand-written NumPy <= 1.15, float32 and float64
+  2  the same epoch, library / PyTorch eager (float32, 2 threads) <= 0.6
+  3  online learning, 2,000 steps: library / NumPy <= 2.0 at batch 1, <= 1.3 at batch 10
+  4  peak RSS of a 20-epoch lecture run <= 1.3 x (dataset arrays + 100 MB), and no growth
+     from epoch to epoch
+  5  `train.predict` on the 10,000 test images >= 70% of the float32 GEMM rate of a
+     (10000, 784) @ (784, 100) product measured in the same run
+  6  time to 98.0% test accuracy, the `--preset fast` recipe of examples/mnist.py against
+     the same recipe in PyTorch eager: library / PyTorch <= 0.8
+
+`--quick` (under a minute) runs fewer rows and repeats; targets 4 and 6 then only give
+indicative figures. Real MNIST comes from --data or $TINYGRAD_MLP_DATA/mnist; without it
+the suite runs on synthetic data of the same shapes (timings only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+sys.path.insert(1, REPO)
+
+import bench_data  # noqa: E402
+import machine  # noqa: E402
+import numpy_mlp  # noqa: E402
+import torch_mlp  # noqa: E402
+
+from tinygrad_mlp import nn, optim, train  # noqa: E402
+
+MB = 1024 * 1024
+
+
+@dataclasses.dataclass
+class Config:
+    """Sizes of one run of the suite (FULL, QUICK, or TINY for the smoke test)."""
+
+    rows: int = 55000            # training rows of a lecture epoch
+    repeats: int = 5             # interleaved repeats of the epoch and online runs
+    online_steps: int = 2000     # steps of the online runs (batch 1 and batch 10)
+    memory_epochs: int = 20      # epochs of the memory run (child process)
+    memory_rows: int = 0         # 0: all 55,000 rows
+    predict_repeats: int = 30
+    tta_repeats: int = 2         # interleaved runs of library and PyTorch (target 6)
+    tta_epochs: int = 0          # 0: the recipe's epochs; else stop after this many
+    tta_rows: int = 55000
+    target_accuracy: float = 0.98
+    synthetic: bool = False      # force synthetic data (the smoke test)
+    label: str = "full"
+
+
+FULL = Config()
+QUICK = Config(rows=11000, repeats=3, online_steps=500, memory_epochs=3, predict_repeats=10,
+               tta_repeats=1, tta_epochs=1, label="quick")
+TINY = Config(rows=600, repeats=1, online_steps=20, memory_epochs=2, memory_rows=500,
+              predict_repeats=2, tta_repeats=1, tta_epochs=1, tta_rows=1000, synthetic=True,
+              label="tiny")
+
+
+@dataclasses.dataclass
+class Row:
+    target: str
+    what: str
+    measured: str
+    value: float = float("nan")  # the ratio or figure the limit applies to
+    limit: str = ""
+    status: str = ""
+
+    def markdown(self):
+        value = "" if math.isnan(self.value) else f"{self.value:.3g}"
+        return (f"| {self.target} | {self.what} | {self.measured} | {value} | {self.limit} "
+                f"| {self.status} |")
+
+
+def judge(value, limit, op):
+    if value is None or math.isnan(value):
+        return "n/a"
+    return "PASS" if (value <= limit if op == "<=" else value >= limit) else "FAIL"
+
+
+def timed(fn, *args, **kwargs):
+    t0 = time.perf_counter()
+    fn(*args, **kwargs)
+    return time.perf_counter() - t0
+
+
+def interleave(jobs, repeats):
+    """Run every job once per repeat, rotating their order; {name: [seconds, ...]}."""
+    times = {name: [] for name, _ in jobs}
+    for r in range(repeats):
+        k = r % len(jobs)
+        for name, fn in jobs[k:] + jobs[:k]:
+            times[name].append(timed(fn))
+    return times
+
+
+def paired_ratio(times, a, b):
+    """Median over repeats of times[a][r] / times[b][r]."""
+    return statistics.median(x / y for x, y in zip(times[a], times[b]))
+
+
+def ms(seconds):
+    return f"{1e3 * seconds:.0f} ms" if seconds >= 0.1 else f"{1e3 * seconds:.1f} ms"
+
+
+def median(xs):
+    return statistics.median(xs)
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def lecture_model(dtype, seed=1):
+    """The lecture's 784-100-10 sigmoid net; its weights equal NumpyMLP(seed=seed)'s."""
+    rng = np.random.RandomState(seed)
+    return nn.Sequential(nn.Dense(784, 100, rng=rng, dtype=dtype), nn.Sigmoid(),
+                         nn.Dense(100, 10, rng=rng, dtype=dtype), nn.Sigmoid())
+
+
+class LibraryLecture:
+    """The library side of a lecture run: `train.fit` for one epoch per call."""
+
+    def __init__(self, dtype, seed=1):
+        self.model = lecture_model(dtype, seed)
+        self.loss_fn = nn.BinaryCrossEntropy(reduction="sum")
+        self.opt = optim.SGD(self.model.parameters(), lr=0.0005)
+        self.rng = np.random.RandomState(2)
+
+    def epoch(self, X, y, batch_size=100):
+        train.fit(self.model, self.loss_fn, self.opt, X, y, epochs=1, batch_size=batch_size,
+                  rng=self.rng, l2=0.01, progress=False, eval_train=False)
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("mnist_example",
+                                                  os.path.join(REPO, "examples", "mnist.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+class Suite:
+    def __init__(self, cfg, data=None, use_torch=True, out=sys.stdout):
+        self.cfg = cfg
+        self.out = out
+        self.torch = torch_mlp.import_torch(2) if use_torch else None
+        if cfg.synthetic:
+            X, y, Xt, yt = bench_data.synthetic(n_train=max(cfg.rows, cfg.tta_rows,
+                                                            cfg.online_steps * 10) + 100,
+                                                n_test=max(1000, cfg.rows // 5))
+            source = "synthetic"
+        else:
+            X, y, Xt, yt, source = bench_data.load(data)
+        self.data_dir = data
+        self.source = source
+        self.real = not source.startswith("synthetic")
+        self.X64, self.y, self.Xt64, self.yt = X, y, Xt, yt
+        self.X32 = X.astype(np.float32)
+        self.Xt32 = Xt.astype(np.float32)
+        self.rows = []
+        self.raw = {}
+        self.lib32 = None
+
+    def log(self, text):
+        print(text, file=self.out, flush=True)
+
+    def add(self, row):
+        self.rows.append(row)
+        self.log(f"  {row.target}: {row.what}: {row.measured}"
+                 + (f" -> {row.value:.3g} ({row.limit}: {row.status})" if row.limit else ""))
+
+    # -- 1 and 2 ------------------------------------------------------------------------
+    def lecture_epochs(self):
+        cfg, torch = self.cfg, self.torch
+        n = min(cfg.rows, self.X64.shape[0])
+        self.log(f"[1, 2] lecture epochs: {n} rows, batch 100, {cfg.repeats} repeats")
+        jobs = []
+        for dtype, X in ((np.float32, self.X32), (np.float64, self.X64)):
+            name = np.dtype(dtype).name
+            X, y = X[:n], self.y[:n]
+            Y = numpy_mlp.one_hot(y, dtype=dtype)
+            lib = LibraryLecture(dtype)
+            ref = numpy_mlp.NumpyMLP(seed=1, dtype=dtype)
+            ref_rng = np.random.RandomState(2)
+            lib.epoch(X[:1000], y[:1000])  # warm-up: BLAS kernels, allocator pools
+            ref.epoch(X[:1000], Y[:1000], ref_rng)
+            jobs.append((f"library {name}", lambda lib=lib, X=X, y=y: lib.epoch(X, y)))
+            jobs.append((f"numpy {name}", lambda ref=ref, X=X, Y=Y, r=ref_rng: ref.epoch(X, Y, r)))
+            if dtype == np.float32:
+                self.lib32 = lib
+                if torch is not None:
+                    params = [lecture_model(np.float32)[i] for i in (0, 2)]
+                    peer = torch_mlp.LectureNet(torch, [p.weight.data for p in params],
+                                                [p.bias.data for p in params])
+                    Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
+                    t_rng = np.random.RandomState(2)
+                    peer.epoch(Xt[:1000], Yt[:1000], t_rng)
+                    jobs.append(("torch float32",
+                                 lambda p=peer, Xt=Xt, Yt=Yt, r=t_rng: p.epoch(Xt, Yt, r)))
+        times = interleave(jobs, cfg.repeats)
+        self.raw["lecture_epoch_seconds"] = times
+        for tag, name in (("1a", "float32"), ("1b", "float64")):
+            ratio = paired_ratio(times, f"library {name}", f"numpy {name}")
+            self.add(Row(tag, f"lecture epoch {name}: library / hand-written NumPy",
+                         f"{ms(median(times[f'library {name}']))} / "
+                         f"{ms(median(times[f'numpy {name}']))}", ratio, "<= 1.15",
+                         judge(ratio, 1.15, "<=")))
+        if torch is None:
+            self.add(Row("2", "lecture epoch float32: library / PyTorch eager",
+                         "skipped: PyTorch is not installed", status="skipped"))
+        else:
+            ratio = paired_ratio(times, "library float32", "torch float32")
+            self.add(Row("2", "lecture epoch float32: library / PyTorch eager (2 threads)",
+                         f"{ms(median(times['library float32']))} / "
+                         f"{ms(median(times['torch float32']))}", ratio, "<= 0.6",
+                         judge(ratio, 0.6, "<=")))
+
+    # -- 3 ------------------------------------------------------------------------------
+    def online(self):
+        cfg = self.cfg
+        steps = cfg.online_steps
+        self.log(f"[3] online learning: {steps} steps at batch 1 and at batch 10, float32, "
+                 f"{cfg.repeats} repeats")
+        for tag, batch, limit in (("3a", 1, 2.0), ("3b", 10, 1.3)):
+            n = steps * batch
+            X, y = self.X32[:n], self.y[:n]
+            Y = numpy_mlp.one_hot(y, dtype=np.float32)
+            lib = LibraryLecture(np.float32)
+            ref = numpy_mlp.NumpyMLP(seed=1, dtype=np.float32)
+            rng = np.random.RandomState(2)
+            lib.epoch(X[:100], y[:100], batch)  # warm-up
+            ref.epoch(X[:100], Y[:100], rng, batch_size=batch)
+            times = interleave([
+                ("library", lambda lib=lib, X=X, y=y, b=batch: lib.epoch(X, y, b)),
+                ("numpy", lambda ref=ref, X=X, Y=Y, r=rng, b=batch: ref.epoch(X, Y, r,
+                                                                          batch_size=b)),
+            ], cfg.repeats)
+            self.raw[f"online_batch{batch}_seconds"] = times
+            ratio = paired_ratio(times, "library", "numpy")
+            per = 1e6 / steps
+            self.add(Row(tag, f"online, batch {batch}: library / hand-written NumPy",
+                         f"{median(times['library']) * per:.0f} us / "
+                         f"{median(times['numpy']) * per:.0f} us per step", ratio,
+                         f"<= {limit:g}", judge(ratio, limit, "<=")))
+
+    # -- 4 ------------------------------------------------------------------------------
+    def memory(self):
+        cfg = self.cfg
+        cmd = [sys.executable, os.path.join(HERE, "memory_run.py"),
+               "--epochs", str(cfg.memory_epochs)]
+        if cfg.memory_rows:
+            cmd += ["--rows", str(cfg.memory_rows)]
+        if cfg.synthetic:
+            cmd += ["--synthetic"]
+        elif self.data_dir:
+            cmd += ["--data", self.data_dir]
+        self.log(f"[4] memory: {cfg.memory_epochs} lecture epochs (float64) in a child "
+                 f"process")
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            self.add(Row("4", "memory run", "failed: " + proc.stderr.strip()[-300:],
+                         status="FAIL"))
+            return
+        rec = json.loads(proc.stdout.strip().splitlines()[-1])
+        self.raw["memory"] = rec
+        budget = rec["dataset_bytes"] + 100 * MB
+        peak = rec["final_hwm"]
+        ratio = peak / budget
+        full = cfg.memory_epochs >= 20
+        self.add(Row("4a", f"peak RSS of {cfg.memory_epochs} lecture epochs / (dataset "
+                           f"{rec['dataset_bytes'] / MB:.0f} MB + 100 MB)",
+                     f"{peak / MB:.0f} MB (after loading: {rec['loaded_hwm'] / MB:.0f} MB)",
+                     ratio, "<= 1.3",
+                     judge(ratio, 1.3, "<=") if full else "indicative (--quick)"))
+        epochs = rec["epochs"]
+        first = epochs[1] if len(epochs) > 1 else epochs[0]
+        last = epochs[-1]
+        growth = max(last["rss"] - first["rss"], last["hwm"] - first["hwm"]) / MB
+        self.add(Row("4b", f"RSS growth from epoch {first['epoch']} to {last['epoch']}",
+                     "RSS " + " ".join(f"{e['rss'] / MB:.0f}" for e in epochs) + " MB",
+                     growth, "<= 10 MB",
+                     judge(growth, 10.0, "<=") if full else "indicative (--quick)"))
+
+    # -- 5 ------------------------------------------------------------------------------
+    def predict(self):
+        cfg = self.cfg
+        model = self.lib32.model if self.lib32 is not None else lecture_model(np.float32)
+        Xt = self.Xt32
+        n = Xt.shape[0]
+        W = model[0].weight.data
+        ref = numpy_mlp.NumpyMLP(seed=1, dtype=np.float32)
+        self.log(f"[5] predict on {n} test rows vs a ({n}, 784) @ (784, 100) float32 GEMM, "
+                 f"{cfg.predict_repeats} repeats")
+        train.predict(model, Xt)
+        times = interleave([
+            ("gemm", lambda: np.dot(Xt, W)),
+            ("predict", lambda: train.predict(model, Xt)),
+            ("numpy predict", lambda: ref.predict(Xt)),
+        ], cfg.predict_repeats)
+        self.raw["predict_seconds"] = times
+        gemm_flops = 2.0 * n * 784 * 100
+        predict_flops = 2.0 * n * (784 * 100 + 100 * 10)
+        ratios = [(predict_flops / tp) / (gemm_flops / tg)
+                  for tp, tg in zip(times["predict"], times["gemm"])]
+        ratio = median(ratios)
+        gemm_rate = gemm_flops / median(times["gemm"]) / 1e9
+        pred_rate = predict_flops / median(times["predict"]) / 1e9
+        np_rate = predict_flops / median(times["numpy predict"]) / 1e9
+        self.add(Row("5", "predict rate / GEMM rate (float32)",
+                     f"predict {ms(median(times['predict']))} = {pred_rate:.0f} GFLOP/s, GEMM "
+                     f"{gemm_rate:.0f} GFLOP/s (hand-written NumPy predict {np_rate:.0f})",
+                     ratio, ">= 0.7", judge(ratio, 0.7, ">=")))
+
+    # -- 6 ------------------------------------------------------------------------------
+    def time_to_accuracy(self):
+        cfg = self.cfg
+        mnist = load_example()
+        recipe = mnist.recipe("fast")
+        n = min(cfg.tta_rows, self.X32.shape[0] - self.X32.shape[0] // 12)
+        X, y = self.X32[:n], self.y[:n]
+        Xt, yt = self.Xt32, self.yt
+        bs, epochs = int(recipe["batch_size"]), int(recipe["epochs"])
+        max_epochs = cfg.tta_epochs or epochs
+        target = cfg.target_accuracy
+        total_steps = epochs * (n // bs)
+        self.log(f"[6] time to {100 * target:.1f}% test accuracy: --preset fast "
+                 f"({mnist.describe(recipe)}), {n} rows, up to {max_epochs} epochs, "
+                 f"{cfg.tta_repeats} repeat(s)")
+
+        class Reached(Exception):
+            pass
+
+        def run_library():
+            rng = np.random.RandomState(recipe["seed"])
+            model = mnist.build_model(recipe, rng=rng)
+            curve = []
+            clock = {"start": time.perf_counter(), "eval": 0.0}
+
+            def on_epoch_end(epoch, history):
+                t = time.perf_counter() - clock["start"] - clock["eval"]
+                t0 = time.perf_counter()
+                acc = train.accuracy(model, Xt, yt)
+                clock["eval"] += time.perf_counter() - t0
+                curve.append((t, acc))
+                if acc >= target or epoch >= max_epochs:
+                    raise Reached
+
+            try:
+                mnist.train_model(recipe, X, y, model=model, rng=rng,
+                                  on_epoch_end=on_epoch_end)
+            except Reached:
+                pass
+            return curve
+
+        def run_torch():
+            torch = self.torch
+            rng = np.random.RandomState(recipe["seed"])
+            start_model = mnist.build_model(recipe, rng=rng)  # same weights, same rng state
+            dense = [start_model[0], start_model[2]]
+            lr_at = mnist.build_schedule(recipe, total_steps)
+            peer = torch_mlp.FastNet(torch, [d.weight.data for d in dense],
+                                     [d.bias.data for d in dense], lr_at=lr_at)
+            Xg, yg = torch.from_numpy(X), torch.from_numpy(y)
+            Xtg, ytg = torch.from_numpy(Xt), torch.from_numpy(yt)
+            curve, elapsed = [], 0.0
+            for _ in range(max_epochs):
+                elapsed += timed(peer.epoch, Xg, yg, rng, bs)
+                acc = peer.accuracy(Xtg, ytg)
+                curve.append((elapsed, acc))
+                if acc >= target:
+                    break
+            return curve
+
+        runs = {"library": [], "torch": []}
+        contenders = [("library", run_library)]
+        if self.torch is not None:
+            contenders.append(("torch", run_torch))
+        for r in range(cfg.tta_repeats):
+            k = r % len(contenders)
+            for name, fn in contenders[k:] + contenders[:k]:
+                runs[name].append(fn())
+        self.raw["time_to_accuracy"] = runs
+
+        def reached(curve):
+            for epoch, (t, acc) in enumerate(curve, 1):
+                if acc >= target:
+                    return t, epoch
+            return None
+
+        def summary(name):
+            hits = [reached(c) for c in runs[name]]
+            epoch_times = [c[-1][0] / len(c) for c in runs[name]]
+            final = [c[-1][1] for c in runs[name]]
+            if all(hits):
+                text = (f"{median(h[0] for h in hits):.2f} s ({hits[0][1]} epochs, test "
+                        f"{100 * median(final):.2f}%)")
+            else:
+                text = (f"not reached in {len(runs[name][0])} epochs (test "
+                        f"{100 * median(final):.2f}%)")
+            return hits, median(epoch_times), text
+
+        lib_hits, lib_epoch, lib_text = summary("library")
+        if self.torch is None:
+            self.add(Row("6", f"time to {100 * target:.1f}%: library (PyTorch not installed)",
+                         lib_text, status="skipped"))
+            return
+        torch_hits, torch_epoch, torch_text = summary("torch")
+        quick = cfg.tta_epochs and cfg.tta_epochs < epochs
+        if quick:
+            ratio = lib_epoch / torch_epoch
+            self.add(Row("6", f"fast recipe, time per epoch (first {max_epochs}): library / "
+                              f"PyTorch", f"{lib_epoch:.2f} s / {torch_epoch:.2f} s", ratio,
+                         "<= 0.8", "indicative (--quick)"))
+            return
+        if all(lib_hits) and all(torch_hits):
+            ratio = median(a[0] / b[0] for a, b in zip(lib_hits, torch_hits))
+        elif all(lib_hits):
+            ratio = 0.0  # PyTorch never got there
+        else:
+            ratio = float("inf")
+        self.add(Row("6", f"time to {100 * target:.1f}% test accuracy, fast recipe: library "
+                          f"/ PyTorch eager", f"{lib_text} / {torch_text}", ratio, "<= 0.8",
+                     judge(ratio, 0.8, "<=")))
+
+    # -- all ----------------------------------------------------------------------------
+    def run(self, sections=("lecture", "online", "memory", "predict", "tta")):
+        for line in machine.describe(self.torch):
+            self.log(line)
+        self.log(f"data: {self.source}; configuration: {self.cfg.label}")
+        if not self.real:
+            self.log("note: synthetic data: timings are meaningful, accuracies are not")
+        t0 = time.perf_counter()
+        steps = {"lecture": self.lecture_epochs, "online": self.online,
+                 "memory": self.memory, "predict": self.predict, "tta": self.time_to_accuracy}
+        for name in sections:
+            steps[name]()
+        self.log(f"suite time: {time.perf_counter() - t0:.0f} s; " + machine.describe()[-1])
+        return self.rows
+
+    def markdown(self):
+        lines = ["| target | what | measured (medians) | ratio | limit | result |",
+                 "| --- | --- | --- | --- | --- | --- |"]
+        lines += [row.markdown() for row in self.rows]
+        return "\n".join(lines)
+
+
+def run_suite(cfg, data=None, use_torch=True, out=sys.stdout, sections=None):
+    """Run the suite with `cfg`; returns the Suite (rows, raw timings, markdown())."""
+    suite = Suite(cfg, data=data, use_torch=use_torch, out=out)
+    suite.run(sections or ("lecture", "online", "memory", "predict", "tta"))
+    return suite
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Benchmarks of issue 6: the library against "
+                                "hand-written NumPy and PyTorch eager.")
+    p.add_argument("--quick", action="store_true", help="fewer rows and repeats (< 1 minute)")
+    p.add_argument("--data", metavar="DIR", help="MNIST folder (default: "
+                   "$TINYGRAD_MLP_DATA/mnist)")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch peers")
+    p.add_argument("--repeats", type=int, help="override the number of interleaved repeats")
+    p.add_argument("--only", nargs="+", choices=["lecture", "online", "memory", "predict",
+                                                 "tta"], help="run only these sections")
+    p.add_argument("--json", metavar="FILE", help="also write the raw timings as JSON")
+    args = p.parse_args(argv)
+    cfg = QUICK if args.quick else FULL
+    if args.repeats:
+        cfg = dataclasses.replace(cfg, repeats=args.repeats)
+    suite = Suite(cfg, data=args.data, use_torch=not args.no_torch)
+    sections = args.only or ["lecture", "online", "memory", "predict", "tta"]
+    if "predict" in sections and "lecture" not in sections:
+        suite.log("note: predict uses an untrained model (run with 'lecture' to train it)")
+    suite.run(sections)
+    print()
+    print(suite.markdown())
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"config": dataclasses.asdict(cfg), "source": suite.source,
+                       "rows": [dataclasses.asdict(r) for r in suite.rows],
+                       "raw": suite.raw}, f, indent=1, default=float)
+    failed = [r.target for r in suite.rows if r.status == "FAIL"]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
