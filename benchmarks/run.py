@@ -60,7 +60,7 @@ class Config:
     """Sizes of one run of the suite (FULL, QUICK, or TINY for the smoke test)."""
 
     rows: int = 55000            # training rows of a lecture epoch
-    repeats: int = 5             # interleaved repeats of the epoch and online runs
+    repeats: int = 7             # interleaved repeats of the epoch and online runs
     online_steps: int = 2000     # steps of the online runs (batch 1 and batch 10)
     memory_epochs: int = 20      # epochs of the memory run (child process)
     memory_rows: int = 0         # 0: all 55,000 rows
@@ -108,12 +108,17 @@ def timed(fn, *args, **kwargs):
     return time.perf_counter() - t0
 
 
-def interleave(jobs, repeats):
-    """Run every job once per repeat, rotating their order; {name: [seconds, ...]}."""
+def interleave(jobs, repeats, pause=0.1):
+    """Run every job once untimed (warm-up), then once per repeat, rotating their order;
+    {name: [seconds, ...]}. A short pause between jobs lets the BLAS/OpenMP threads of
+    the previous job go idle (they spin for a while after their work)."""
+    for _, fn in jobs:
+        fn()
     times = {name: [] for name, _ in jobs}
     for r in range(repeats):
         k = r % len(jobs)
         for name, fn in jobs[k:] + jobs[:k]:
+            time.sleep(pause)
             times[name].append(timed(fn))
     return times
 
@@ -209,8 +214,6 @@ class Suite:
             lib = LibraryLecture(dtype)
             ref = numpy_mlp.NumpyMLP(seed=1, dtype=dtype)
             ref_rng = np.random.RandomState(2)
-            lib.epoch(X[:1000], y[:1000])  # warm-up: BLAS kernels, allocator pools
-            ref.epoch(X[:1000], Y[:1000], ref_rng)
             jobs.append((f"library {name}", lambda lib=lib, X=X, y=y: lib.epoch(X, y)))
             jobs.append((f"numpy {name}", lambda ref=ref, X=X, Y=Y, r=ref_rng: ref.epoch(X, Y, r)))
             if dtype == np.float32:
@@ -221,7 +224,6 @@ class Suite:
                                                 [p.bias.data for p in params])
                     Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
                     t_rng = np.random.RandomState(2)
-                    peer.epoch(Xt[:1000], Yt[:1000], t_rng)
                     jobs.append(("torch float32",
                                  lambda p=peer, Xt=Xt, Yt=Yt, r=t_rng: p.epoch(Xt, Yt, r)))
         times = interleave(jobs, cfg.repeats)
@@ -255,8 +257,6 @@ class Suite:
             lib = LibraryLecture(np.float32)
             ref = numpy_mlp.NumpyMLP(seed=1, dtype=np.float32)
             rng = np.random.RandomState(2)
-            lib.epoch(X[:100], y[:100], batch)  # warm-up
-            ref.epoch(X[:100], Y[:100], rng, batch_size=batch)
             times = interleave([
                 ("library", lambda lib=lib, X=X, y=y, b=batch: lib.epoch(X, y, b)),
                 ("numpy", lambda ref=ref, X=X, Y=Y, r=rng, b=batch: ref.epoch(X, Y, r,
@@ -318,12 +318,11 @@ class Suite:
         ref = numpy_mlp.NumpyMLP(seed=1, dtype=np.float32)
         self.log(f"[5] predict on {n} test rows vs a ({n}, 784) @ (784, 100) float32 GEMM, "
                  f"{cfg.predict_repeats} repeats")
-        train.predict(model, Xt)
         times = interleave([
             ("gemm", lambda: np.dot(Xt, W)),
             ("predict", lambda: train.predict(model, Xt)),
             ("numpy predict", lambda: ref.predict(Xt)),
-        ], cfg.predict_repeats)
+        ], cfg.predict_repeats, pause=0.01)
         self.raw["predict_seconds"] = times
         gemm_flops = 2.0 * n * 784 * 100
         predict_flops = 2.0 * n * (784 * 100 + 100 * 10)

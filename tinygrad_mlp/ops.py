@@ -848,7 +848,8 @@ class SigmoidBinaryCrossEntropy(Function):
     @staticmethod
     def forward(ctx, z, a, y, reduction="sum"):
         if z.size <= _SMALL or a.dtype is not z.dtype or a.shape != z.shape:
-            loss = np.logaddexp(0, z)  # softplus(z) = max(z, 0) + log1p(exp(-|z|)), one ufunc
+            zero = _const(0.0, z.dtype) if z.dtype.kind == "f" else 0.0
+            loss = np.logaddexp(zero, z)  # softplus(z) = max(z, 0) + log1p(exp(-|z|)), one ufunc
         else:  # the same from a = sigmoid(z): log1p(exp(-|z|)) = -log(sigmoid(|z|)), and
             #    sigmoid(|z|) = max(a, 1 - a); vectorised passes (no scalar-loop log1p)
             t = np.subtract(_const(1.0, a.dtype), a)

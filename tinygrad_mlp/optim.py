@@ -99,7 +99,13 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba) with bias correction, as PyTorch computes it."""
+    """Adam (Kingma & Ba) with bias correction, PyTorch's formulas.
+
+    The state is kept scaled, M = m / (1 - b1) and U = v / (1 - b2), so that each update is
+    M <- b1 M + g and U <- b2 U + g^2, and the step, rewritten with c = sqrt((1 - b2) /
+    (1 - b2^t)), is p -= lr (1 - b1) / ((1 - b1^t) c) * M / (sqrt(U) + eps / c): the same
+    numbers in 10 passes over each parameter instead of 13.
+    """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
         super().__init__(params, lr)
@@ -121,20 +127,18 @@ class Adam(Optimizer):
                 continue
             self._t[i] += 1
             t = self._t[i]
-            m, v, tmp = self._m[i], self._v[i], self._tmp[i]
-            m *= b1
-            np.multiply(g, 1.0 - b1, out=tmp)
-            m += tmp
-            v *= b2
+            M, U, tmp = self._m[i], self._v[i], self._tmp[i]
+            dtype = tmp.dtype
+            M *= np.array(b1, dtype)
+            M += g
             np.multiply(g, g, out=tmp)
-            tmp *= 1.0 - b2
-            v += tmp
-            step_size = self.lr / (1.0 - b1 ** t)
-            np.sqrt(v, out=tmp)
-            tmp /= math.sqrt(1.0 - b2 ** t)
-            tmp += self.eps
-            np.divide(m, tmp, out=tmp)
-            tmp *= step_size
+            U *= np.array(b2, dtype)
+            U += tmp
+            c = math.sqrt((1.0 - b2) / (1.0 - b2 ** t))
+            np.sqrt(U, out=tmp)
+            tmp += np.array(self.eps / c, dtype)
+            np.divide(M, tmp, out=tmp)
+            tmp *= np.array(self.lr * (1.0 - b1) / ((1.0 - b1 ** t) * c), dtype)
             p.data -= tmp
         self.steps += 1
 

@@ -238,18 +238,17 @@ def _raise_non_finite(p, names, epoch, batch, idx, optimizer):
 
 
 def _add_l2(w, l2, buffers):
-    """w.grad += l2 * w.data, without a new array per step."""
+    """w.grad += l2 * w.data after a backward, without a new array per step.
+
+    (The engine gives a leaf a gradient of its own shape and dtype.)"""
     data, g = w.data, w.grad
     if g is None:
         w.grad = l2 * data
         return
     entry = buffers.get(id(w))
-    if entry is None or entry[1].shape != data.shape or entry[1].dtype is not data.dtype:
-        entry = buffers[id(w)] = (np.array(l2, dtype=data.dtype), np.empty_like(data))
-    if g.shape == data.shape and g.dtype is data.dtype:
-        g += np.multiply(data, entry[0], out=entry[1])
-    else:
-        w.grad = g + l2 * data
+    if entry is None or entry[0] is not data:  # (data, l2 as a 0-d array, scratch array)
+        entry = buffers[id(w)] = (data, np.array(l2, dtype=data.dtype), np.empty_like(data))
+    g += np.multiply(data, entry[1], entry[2])
 
 
 def fit(model, loss_fn, optimizer, X, y, *, epochs, batch_size, shuffle=True, rng=None,
