@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 
 # One BLAS thread unless the environment says otherwise; this must be set before NumPy loads
@@ -54,6 +53,7 @@ except ImportError:  # run from a source checkout without installing the package
     import tinygrad_mlp
 
 from tinygrad_mlp import Tensor, nn, optim, train
+from tinygrad_mlp._files import atomic_write  # temp file + fsync + rename
 
 # ----------------------------------------------------------------------------- recipes
 
@@ -192,20 +192,12 @@ def describe(cfg):
 
 def write_json(path, obj):
     """Write JSON atomically: a temporary file in the same folder, then a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
-            f.write("\n")
-        umask = os.umask(0o022)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # as open() would; mkstemp makes it 0o600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    def write(f):
+        json.dump(obj, f, indent=1)
+        f.write("\n")
+
+    atomic_write(path, write, binary=False)
 
 
 def rng_state_to_json(rng):

@@ -273,3 +273,30 @@ def test_load_state_dict_of_wrong_shape_leaves_the_model_untouched():
         model.load_state_dict(state)
     for name, arr in model.state_dict().items():
         np.testing.assert_array_equal(arr, before[name])
+
+
+def test_checkpoints_and_histories_get_ordinary_file_permissions(tmp_path):
+    """Atomic writes go through a 0600 temporary file; the result must be as open() makes."""
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        model = nn.Sequential(nn.Dense(3, 2, seed=0))
+        model.save(tmp_path / "m.npz")
+        train.History(cost=[1.0]).save(tmp_path / "h.json")
+    finally:
+        os.umask(umask)
+    for name in ("m.npz", "h.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h.json", "m.npz"]
+
+
+def test_loading_a_file_that_is_not_an_npz_says_so(tmp_path):
+    bad = tmp_path / "notes.npz"
+    bad.write_bytes(b"these are not weights")
+    model = nn.Sequential(nn.Dense(3, 2, seed=0))
+    before = model[0].weight.data.copy()
+    with pytest.raises(ValueError, match=r"notes\.npz is not a readable \.npz checkpoint "
+                                         r"\(no zip header"):
+        model.load(bad)
+    np.testing.assert_array_equal(model[0].weight.data, before)

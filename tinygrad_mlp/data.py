@@ -23,10 +23,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import tempfile
 import zlib
 
 import numpy as np
+
+from ._files import atomic_write
 
 __all__ = [
     "IDXFormatError",
@@ -73,14 +74,6 @@ _CHUNK = 1 << 22  # bytes read at a time from a gzip stream
 # gzip.BadGzipFile is an OSError (CRC, bad header); a cut stream raises EOFError; a damaged
 # deflate stream raises zlib.error.
 _GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
-
-
-def _new_file_mode():
-    """The permission bits open() gives a new file (0o666 less the umask); mkstemp's
-    temporary files are 0o600, and a rename keeps that."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def _is_gzip(path):
@@ -226,25 +219,15 @@ def write_idx(path, array, *, compress=None):
     body = np.ascontiguousarray(array, dtype=IDX_TYPES[code])
 
     def write(f):
-        f.write(header)
-        f.write(body.tobytes())
+        if compress:
+            with gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=0) as gz:
+                gz.write(header)
+                gz.write(body.tobytes())
+        else:
+            f.write(header)
+            f.write(body.tobytes())
 
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".idx", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if compress:
-                with gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=0) as gz:
-                    write(gz)
-            else:
-                write(f)
-        os.chmod(tmp, _new_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, write)
 
 
 def content_sha256(path):
@@ -430,18 +413,7 @@ def _download_one(name, dataset, folder, mirrors, fetch):
                             f"expected {expected} ({len(blob)} bytes received)")
             continue
         target = os.path.join(folder, name + (".gz" if blob[:2] == _GZIP_MAGIC else ""))
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".download", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(blob)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, _new_file_mode())
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(target, lambda f, blob=blob: f.write(blob))
         return target, failures
     return None, failures
 

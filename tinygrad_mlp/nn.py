@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
+import zipfile
 from collections import OrderedDict
 
 import numpy as np
 
 from . import ops
 from . import tensor as _tensor
+from ._files import atomic_write
 from .tensor import Tensor, _new_tensor, _shape_str
 
 _module_stack = _tensor._module_stack  # the same list object
@@ -140,25 +141,16 @@ class Module:
 
     def save(self, path):
         """Write the parameters to a NumPy .npz file, atomically (temp file + rename)."""
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
         buf = io.BytesIO()
         np.savez(buf, **self.state_dict())
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(buf.getvalue())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(path, lambda f: f.write(buf.getvalue()))
 
     def load(self, path):
         """Load parameters saved by `save`; a file that does not fit leaves the model as it was."""
         path = os.fspath(path)
+        if os.path.isfile(path) and not zipfile.is_zipfile(path):
+            raise ValueError(f"load: {path} is not a readable .npz checkpoint (no zip header; "
+                             f"write checkpoints with Module.save)")
         try:
             with np.load(path, allow_pickle=False) as f:
                 state = {k: f[k] for k in f.files}

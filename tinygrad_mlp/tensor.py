@@ -315,8 +315,8 @@ def _check_finite(arr, what, parents=()):
         first = tuple(int(i) for i in bad[0]) if arr.ndim else ()
         shapes = ", ".join(_shape_str(p.shape) for p in parents)
         raise FloatingPointError(
-            f"{what} {len(bad)} non-finite value(s) (first at index {first}: {arr[first]!r}); "
-            f"input shapes {shapes}")
+            f"{what} {len(bad)} non-finite value(s) (first at index {first}: "
+            f"{arr[first].item()!r}); input shapes {shapes}")
 
 
 # ----------------------------------------------------------------------------- Tensor

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import nn
+from ._files import atomic_write
 from .tensor import Tensor, no_grad
 
 __all__ = ["History", "fit", "predict", "accuracy", "minibatches", "NonFiniteError"]
@@ -44,16 +43,7 @@ class History:
 
     def save(self, path):
         """Write the history as JSON, atomically."""
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.as_dict(), f, indent=1)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(path, lambda f: json.dump(self.as_dict(), f, indent=1), binary=False)
 
     @classmethod
     def load(cls, path):
@@ -216,8 +206,11 @@ class _Progress:
 
 
 def _describe(epoch, batch, idx):
-    return f"epoch {epoch}, batch {batch} (rows {int(idx[0])}..{int(idx[-1])})" \
-        if len(idx) else f"epoch {epoch}, batch {batch}"
+    """Where in training a problem arose: epoch, batch and the data rows of that batch."""
+    if not len(idx):
+        return f"epoch {epoch}, batch {batch}"
+    rows = ", ".join(str(int(i)) for i in idx[:4]) + (", ..." if len(idx) > 4 else "")
+    return f"epoch {epoch}, batch {batch} (rows {rows})"
 
 
 _SMALL = 65536
