@@ -44,6 +44,7 @@ except ImportError:  # run from a source checkout without installing the package
     import tinygrad_mlp
 
 from tinygrad_mlp import Tensor, nn
+from tinygrad_mlp._files import atomic_write  # temp file + fsync + rename
 from tinygrad_mlp.reference import NeuralNetMLP, one_hot
 
 N_FEATURES, N_HIDDEN, N_CLASSES = 784, 100, 10
@@ -245,11 +246,8 @@ def format_tables(result):
 
 
 def write_json(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
+    """Write JSON atomically (a temporary file, then a rename)."""
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1) + "\n"), binary=False)
 
 
 def main(argv=None):

@@ -2,7 +2,8 @@
 
 Every writer of the library (checkpoints, histories, IDX files, downloads) goes through
 `atomic_write`: the bytes go to a temporary file in the target's folder, are flushed to
-disk, given the permissions `open()` would give a new file, and renamed over the target.
+disk, given the target's permissions (those `open()` would give a new file when there is no
+target yet), and renamed over the target.
 A failure at any point removes the temporary file and leaves the target as it was.
 """
 
@@ -37,7 +38,11 @@ def atomic_write(path, write, *, binary=True):
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, _new_file_mode())
+        try:
+            mode = os.stat(path).st_mode & 0o777
+        except OSError:
+            mode = _new_file_mode()
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -27,11 +27,11 @@ from __future__ import annotations
 import html
 import os
 import shutil
-import tempfile
 from collections import deque
 
 import numpy as np
 
+from ._files import atomic_write
 from .tensor import Tensor
 
 __all__ = ["draw", "save", "FORMATS"]
@@ -542,21 +542,4 @@ def save(graph, path, format=None, **draw_kwargs):
         data = graph.pipe(format=format)
     except gv.ExecutableNotFound:
         raise RuntimeError(missing) from None
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="." + format, dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            mode = os.stat(path).st_mode & 0o777
-        except OSError:
-            mode = 0o644
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda f: f.write(data))
