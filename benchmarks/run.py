@@ -91,7 +91,8 @@ class Row:
     status: str = ""
 
     def markdown(self):
-        value = "" if math.isnan(self.value) else f"{self.value:.3g}"
+        value = ("" if math.isnan(self.value) else f"{self.value:.3f}"
+                 if abs(self.value) < 10 else f"{self.value:.0f}")
         return (f"| {self.target} | {self.what} | {self.measured} | {value} | {self.limit} "
                 f"| {self.status} |")
 
@@ -199,7 +200,7 @@ class Suite:
     def add(self, row):
         self.rows.append(row)
         self.log(f"  {row.target}: {row.what}: {row.measured}"
-                 + (f" -> {row.value:.3g} ({row.limit}: {row.status})" if row.limit else ""))
+                 + (f" -> {row.value:.3f} ({row.limit}: {row.status})" if row.limit else ""))
 
     # -- 1 and 2 ------------------------------------------------------------------------
     def lecture_epochs(self):
@@ -298,7 +299,7 @@ class Suite:
                            f"{rec['dataset_bytes'] / MB:.0f} MB + 100 MB)",
                      f"{peak / MB:.0f} MB (after loading: {rec['loaded_hwm'] / MB:.0f} MB)",
                      ratio, "<= 1.3",
-                     judge(ratio, 1.3, "<=") if full else "indicative (--quick)"))
+                     judge(ratio, 1.3, "<=") if full else "indicative (short run)"))
         epochs = rec["epochs"]
         first = epochs[1] if len(epochs) > 1 else epochs[0]
         last = epochs[-1]
@@ -306,7 +307,7 @@ class Suite:
         self.add(Row("4b", f"RSS growth from epoch {first['epoch']} to {last['epoch']}",
                      "RSS " + " ".join(f"{e['rss'] / MB:.0f}" for e in epochs) + " MB",
                      growth, "<= 10 MB",
-                     judge(growth, 10.0, "<=") if full else "indicative (--quick)"))
+                     judge(growth, 10.0, "<=") if full else "indicative (short run)"))
 
     # -- 5 ------------------------------------------------------------------------------
     def predict(self):
@@ -436,7 +437,7 @@ class Suite:
             ratio = lib_epoch / torch_epoch
             self.add(Row("6", f"fast recipe, time per epoch (first {max_epochs}): library / "
                               f"PyTorch", f"{lib_epoch:.2f} s / {torch_epoch:.2f} s", ratio,
-                         "<= 0.8", "indicative (--quick)"))
+                         "<= 0.8", "indicative (short run)"))
             return
         if all(lib_hits) and all(torch_hits):
             ratio = median(a[0] / b[0] for a, b in zip(lib_hits, torch_hits))

@@ -217,13 +217,21 @@ class Function:
     @classmethod
     def apply(cls, *inputs, **params):
         """Run the op on Tensors (or arrays / numbers, made constant Tensors) -> Tensor."""
-        if len(inputs) == 1:  # (no comprehensions: each would be a function call)
+        n = len(inputs)  # (no comprehensions: each would be a function call)
+        if n == 1:
             x = inputs[0]
             if x.__class__ is not Tensor:
                 inputs = _to_tensors(inputs)
                 x = inputs[0]
             needs = (x.requires_grad,)
             arrays = (x.data,)
+        elif n == 3:  # dense with bias, the fused losses
+            x, w, b = inputs
+            if x.__class__ is not Tensor or w.__class__ is not Tensor \
+                    or b.__class__ is not Tensor:
+                inputs = x, w, b = _to_tensors(inputs)
+            needs = (x.requires_grad, w.requires_grad, b.requires_grad)
+            arrays = (x.data, w.data, b.data)
         else:
             for x in inputs:
                 if x.__class__ is not Tensor:
