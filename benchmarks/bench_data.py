@@ -10,6 +10,7 @@ reported as not applicable). Images are scaled to [-1, 1] as the lecture does.
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import os
 
 import numpy as np
@@ -99,3 +100,13 @@ def load(data=None, dtype=np.float64, allow_synthetic=True):
     if not allow_synthetic:
         raise FileNotFoundError("no MNIST files found: pass --data DIR or set TINYGRAD_MLP_DATA")
     return (*synthetic(dtype=dtype), "synthetic (no MNIST files found)")
+
+
+def load_example():
+    """examples/mnist.py as a module (its LECTURE and FAST recipes, `train_model`)."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "examples", "mnist.py")
+    spec = importlib.util.spec_from_file_location("mnist_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

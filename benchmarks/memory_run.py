@@ -12,7 +12,6 @@ the RSS after start-up, and after every epoch the current RSS (VmRSS) and the pe
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import resource
@@ -24,6 +23,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(1, REPO)
+
+import bench_data  # noqa: E402
 
 
 def status_bytes(field):
@@ -39,14 +40,6 @@ def status_bytes(field):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
-def load_example():
-    spec = importlib.util.spec_from_file_location("mnist_example",
-                                                  os.path.join(REPO, "examples", "mnist.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=20)
@@ -55,9 +48,8 @@ def main(argv=None):
     p.add_argument("--synthetic", action="store_true", help="synthetic data of MNIST's shape")
     args = p.parse_args(argv)
 
-    import bench_data
 
-    mnist = load_example()
+    mnist = bench_data.load_example()
     start_rss = status_bytes("VmRSS")
     if args.synthetic:
         n = (args.rows or 55000) * 12 // 11 + 12

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import math
 import os
@@ -159,14 +158,6 @@ class LibraryLecture:
     def epoch(self, X, y, batch_size=100):
         train.fit(self.model, self.loss_fn, self.opt, X, y, epochs=1, batch_size=batch_size,
                   rng=self.rng, l2=0.01, progress=False, eval_train=False)
-
-
-def load_example():
-    spec = importlib.util.spec_from_file_location("mnist_example",
-                                                  os.path.join(REPO, "examples", "mnist.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # ----------------------------------------------------------------------------- sections
@@ -341,7 +332,7 @@ class Suite:
     # -- 6 ------------------------------------------------------------------------------
     def time_to_accuracy(self):
         cfg = self.cfg
-        mnist = load_example()
+        mnist = bench_data.load_example()
         recipe = mnist.recipe("fast")
         n = min(cfg.tta_rows, self.X32.shape[0] - self.X32.shape[0] // 12)
         X, y = self.X32[:n], self.y[:n]
