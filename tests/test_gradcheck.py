@@ -30,13 +30,8 @@ class Cube(Function):
         return grad * 3 * x ** 2
 
 
-class CubeWrongAtOneElement(Function):
+class CubeWrongAtOneElement(Cube):
     """Cube whose backward is off by +1 at flat element 4 only."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x ** 3
 
     @staticmethod
     def backward(ctx, grad):

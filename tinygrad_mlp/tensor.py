@@ -256,19 +256,11 @@ class Function:
             data = np.asarray(data)
         if _anomaly:
             _check_finite(data, f"{cls.name}: forward produced", inputs)
-        out = Tensor.__new__(Tensor)
-        out.data = data
-        out.grad = None
-        out.name = None
-        out._retain = False
-        out._tangent = None
+        out = _new_tensor(data)
         if track:
             ctx.seq = next(_sequence)
             out.requires_grad = True
             out._ctx = ctx
-        else:
-            out.requires_grad = False
-            out._ctx = None
         if _forward_mode:
             _push_tangent(cls, ctx, inputs, out)
         return out
@@ -531,10 +523,8 @@ class Tensor:
                             grads[key] = prev + pg
         finally:
             if not retain_graph:
-                for ctx in done:  # Context.free, inlined
-                    ctx.saved = None
-                    ctx.__dict__.clear()
-                    ctx.freed = True
+                for ctx in done:
+                    ctx.free()
 
     # -- operators (the Functions are in ops.py) ------------------------------------------
     def __add__(self, other):
@@ -683,27 +673,6 @@ def _accumulate_leaf(leaf, grad):
         leaf.grad = grad
     else:
         leaf.grad = leaf.grad + grad
-
-
-def _topological_order(root):
-    """Non-leaf Tensors reachable from `root`, inputs before outputs (iterative DFS)."""
-    order = []
-    visited = set()
-    stack = [(root, False)]
-    while stack:
-        node, expanded = stack.pop()
-        if expanded:
-            order.append(node)
-            continue
-        key = id(node)
-        if key in visited:
-            continue
-        visited.add(key)
-        stack.append((node, True))
-        for p in node._ctx.parents:
-            if p._ctx is not None and id(p) not in visited:
-                stack.append((p, False))
-    return order
 
 
 def concatenate(tensors, axis=0):
