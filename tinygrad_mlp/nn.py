@@ -50,6 +50,11 @@ class Module:
     in the order they were assigned, so `parameters()` has a stable order.
     """
 
+    # True when `forward` applies the same ops to the same parameters whatever the values
+    # it is given (no branch on data, no randomness): `fit` may then record one step and
+    # replay it (see replay.py). Declare it in the class that defines `forward`.
+    static_graph = False
+
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__}.forward is not implemented")
 
@@ -198,6 +203,8 @@ class Dense(Module):
     init_std may also be 'he' (sqrt(2/in)) or 'xavier' (sqrt(2/(in+out))).
     """
 
+    static_graph = True
+
     def __init__(self, in_features, out_features, *, init_std=0.1, rng=None, seed=None,
                  dtype=np.float32, bias=True):
         for label, n in (("in_features", in_features), ("out_features", out_features)):
@@ -226,12 +233,16 @@ class Dense(Module):
 class Sigmoid(Module):
     """Elementwise 1 / (1 + exp(-x))."""
 
+    static_graph = True
+
     def forward(self, x):
         return ops.Sigmoid.apply(x)
 
 
 class ReLU(Module):
     """Elementwise max(x, 0)."""
+
+    static_graph = True
 
     def forward(self, x):
         return ops.ReLU.apply(x)
@@ -240,12 +251,16 @@ class ReLU(Module):
 class Tanh(Module):
     """Elementwise tanh(x)."""
 
+    static_graph = True
+
     def forward(self, x):
         return ops.Tanh.apply(x)
 
 
 class Sequential(Module):
     """Modules applied in order: Sequential(Dense(784, 100), Sigmoid(), ...). Indexable."""
+
+    static_graph = True
 
     def __init__(self, *modules):
         if len(modules) == 1 and isinstance(modules[0], (list, tuple)):
@@ -299,6 +314,8 @@ class BinaryCrossEntropy(Module):
     computed from the sigmoid's input z (stable, and its gradient is exactly a - y);
     otherwise each log is clamped at -100, so a = 0 or 1 is safe.
     """
+
+    static_graph = True
 
     def __init__(self, reduction="sum"):
         self.reduction = _check_reduction(reduction, "BinaryCrossEntropy")
@@ -356,6 +373,8 @@ class CrossEntropy(Module):
     (one-hot rows are accepted and turned into labels). Stable for any finite logits.
     """
 
+    static_graph = True
+
     def __init__(self, reduction="mean"):
         self.reduction = _check_reduction(reduction, "CrossEntropy")
 
@@ -369,6 +388,8 @@ class CrossEntropy(Module):
 
 class MSE(Module):
     """Mean (or summed) squared error: mean((pred - target)^2)."""
+
+    static_graph = True
 
     def __init__(self, reduction="mean"):
         self.reduction = _check_reduction(reduction, "MSE")

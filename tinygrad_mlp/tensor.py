@@ -43,6 +43,7 @@ _anomaly = False         # on inside `detect_anomaly()`
 _module_stack = []       # modules whose __call__ is running (for graph drawings)
 _forward_mode = 0        # > 0 while `jvp` runs: ops also propagate tangents
 _sequence = itertools.count()  # creation order of recorded ops: backward runs them in reverse
+_op_log = None           # a list while `replay.StepTape.record` runs: every apply is noted
 
 
 def is_grad_enabled():
@@ -263,6 +264,8 @@ class Function:
             out._ctx = ctx
         if _forward_mode:
             _push_tangent(cls, ctx, inputs, out)
+        if _op_log is not None:
+            _op_log.append((cls, inputs, params, ctx, out))
         return out
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from . import nn
 from ._files import atomic_write
+from .replay import StepTape, can_replay, is_static
 from .tensor import Tensor, no_grad
 
 __all__ = ["History", "fit", "predict", "accuracy", "minibatches", "NonFiniteError"]
@@ -246,7 +247,8 @@ def _add_l2(w, l2, buffers):
 
 def fit(model, loss_fn, optimizer, X, y, *, epochs, batch_size, shuffle=True, rng=None,
         seed=None, X_valid=None, y_valid=None, l2=0.0, progress=True, schedule=None,
-        eval_train=True, eval_batch_size=10000, check_finite=True, on_epoch_end=None):
+        eval_train=True, eval_batch_size=10000, check_finite=True, on_epoch_end=None,
+        replay=True):
     """Train `model` with mini-batch steps of `optimizer` on loss_fn(model(X_batch), y_batch)
     (+ l2_penalty(model, l2)). Returns a History with one entry per epoch.
 
@@ -260,6 +262,9 @@ def fit(model, loss_fn, optimizer, X, y, *, epochs, batch_size, shuffle=True, rn
     forward pass under no_grad (the lecture's eval_); if False, the running mean of the
     batch losses and the accuracy on the batches seen during the epoch.
     on_epoch_end(epoch, history): called after each epoch (e.g. to save a checkpoint).
+    replay: when model and loss_fn are built from static modules (`Module.static_graph`),
+    the first step of each epoch is recorded and the others replay its ops (replay.py):
+    the same numbers, bit for bit, with less Python per step. False: build every graph.
     Stops with NonFiniteError (naming epoch, batch and parameter) at the first NaN/inf
     loss or gradient when check_finite.
     """
@@ -308,25 +313,39 @@ def fit(model, loss_fn, optimizer, X, y, *, epochs, batch_size, shuffle=True, rn
         preds = np.empty(n, dtype=np.intp)
     bar = _Progress(epochs, progress)
     step = 0
+    static = replay and is_static(model) and is_static(loss_fn)
     try:
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
             run_loss = 0.0
             order = _epoch_order(n, rng, shuffle)
             run_rows = n - n % batch_size  # full batches only
+            tape = None  # recorded anew each epoch: on_epoch_end may have changed the model
             for batch, start in enumerate(range(0, run_rows, batch_size)):
                 idx = order[start:start + batch_size]
                 if schedule is not None:
                     optimizer.lr = float(schedule(step))
                 optimizer.zero_grad()
-                out = model(X[idx])
-                loss = loss_fn(out, targets[idx])
-                value = float(loss.data)
+                xb, yb = X[idx], targets[idx]
+                if tape is not None and can_replay():
+                    out_data, loss_data = tape.forward(xb, yb)
+                    loss = None
+                else:
+                    if static and can_replay():
+                        tape, out, loss = StepTape.record(model, loss_fn, xb, yb)
+                    else:
+                        out = model(xb)
+                        loss = loss_fn(out, yb)
+                    out_data, loss_data = out.data, loss.data
+                value = float(loss_data)
                 if check_finite and not math.isfinite(value):
                     raise NonFiniteError(f"fit: the loss became {value} at "
                                          f"{_describe(epoch, batch, idx)}; training stopped "
                                          f"before updating (lr={optimizer.lr})")
-                loss.backward()
+                if loss is None:
+                    tape.backward()
+                else:
+                    loss.backward()
                 if l2:  # the gradient of l2_penalty(model, l2): + l2 * W, as the lecture adds it
                     for w in l2_weights:
                         _add_l2(w, l2, l2_buffers)
@@ -340,7 +359,7 @@ def fit(model, loss_fn, optimizer, X, y, *, epochs, batch_size, shuffle=True, rn
                 step += 1
                 if not eval_train:
                     run_loss += value
-                    out.data.argmax(axis=1, out=preds[start:start + batch_size])
+                    out_data.argmax(axis=1, out=preds[start:start + batch_size])
             if check_finite:
                 for p in params:
                     if p.grad is not None and not np.isfinite(p.grad).all():
