@@ -658,10 +658,6 @@ def test_a_0d_constant_is_recorded_once():
     assert not np.allclose(out, engine.data)
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="bug: StepTape.record calls loss_fn.modules() in _held_tensors, so a "
-                          "plain-function loss raises AttributeError instead of returning "
-                          "(tape or None, out, loss)")
 def test_record_with_a_plain_function_loss():
     X, y = blobs(n=40)
     model, cross_entropy = small_net(nn.ReLU), nn.CrossEntropy()
@@ -775,10 +771,6 @@ class MaxShift(nn.Module):
         return h - h.max(axis=1, keepdims=True)
 
 
-@pytest.mark.xfail(strict=True,
-                   reason="bug: StepTape.backward resets ctx.saved but not the attributes ops "
-                          "set on ctx (Max keeps ctx.weights, an array of its input's shape); "
-                          "Context.free clears them (ctx.__dict__.clear())")
 def test_backward_releases_arrays_ops_keep_on_their_context():
     X, y = blobs(n=200)
     model, loss_fn = MaxShift(), nn.CrossEntropy()

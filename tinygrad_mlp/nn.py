@@ -51,8 +51,9 @@ class Module:
     """
 
     # True when `forward` applies the same ops to the same parameters whatever the values
-    # it is given (no branch on data, no randomness): `fit` may then record one step and
-    # replay it (see replay.py). Declare it in the class that defines `forward`.
+    # it is given (no branch on data, no randomness, no number computed from the data
+    # passed to an op as a constant): `fit` may then record one step and replay it (see
+    # replay.py). Declare it in the class that defines `forward`.
     static_graph = False
 
     def forward(self, *args, **kwargs):

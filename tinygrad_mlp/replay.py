@@ -19,12 +19,13 @@ gradients of an input summed in the same order (reverse creation order, as the h
 
 Only a graph that cannot change from step to step is recorded. Every module of the model
 and of the loss must say so with `static_graph = True` in the class that defines its
-`forward` (the library's Dense, Sigmoid, ReLU, Tanh, Sequential and losses do: their
-forward applies the same ops whatever the values), and every input of every op must be the
-batch, the targets, a Tensor held by one of those modules (read anew each step, so
-`load_state_dict` is seen), an earlier op's output, or a 0-d constant. Anything else (a
-custom module without the flag, a target array converted outside an op) makes `record`
-give no tape, and every step uses the ordinary engine.
+`forward`. The library's Dense, Sigmoid, ReLU, Tanh, Sequential and losses do: their
+forward applies the same ops whatever the values, and no number computed from the data
+reaches an op as a constant (the tape would keep the recorded one). And every input of
+every op must be the batch, the targets, a Tensor held by one of those modules (read anew
+each step, so `load_state_dict` is seen), an earlier op's output, or a 0-d constant.
+Anything else (a custom module without the flag, a target array converted outside an op)
+makes `record` give no tape, and every step uses the ordinary engine.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def _held_tensors(*modules):
     """id -> Tensor for every Tensor attribute of the modules and their submodules."""
     held = {}
     for module in modules:
-        for m in module.modules():
+        for m in getattr(module, "modules", tuple)():  # a plain-function loss holds none
             for value in vars(m).values():
                 if isinstance(value, Tensor):
                     held[id(value)] = value
@@ -266,8 +267,9 @@ class StepTape:
                 else:
                     prev = get(slot)
                     grads[slot] = pg if prev is None else prev + pg
-        for op in self.ops:
+        for op in self.ops:  # as Context.free, but the Context stays usable
             op.ctx.saved = ()
+            op.ctx.__dict__.clear()
         for k in range(self.n_fixed, len(slots)):
             slots[k] = None
         slots[_BATCH] = slots[_TARGET] = None
