@@ -141,3 +141,39 @@ def test_one_cycle_matches_torch_one_cycle_lr(torch, total):
         sched.step()
     ours = [optim.one_cycle(s, total, 0.01, pct_start=0.25) for s in range(total)]
     np.testing.assert_allclose(ours, theirs, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- subnormal state
+
+FLUSH_EVERY = optim.FLUSH_EVERY
+
+
+def _dead_unit_run(make_opt, flush_every, monkeypatch, steps=1200, dtype=np.float32):
+    """A (6, 4) weight whose last column gets an exactly-zero gradient after step 5 (a dead
+    unit): returns the weight and the optimizer's state arrays after `steps` steps."""
+    monkeypatch.setattr(optim, "FLUSH_EVERY", flush_every)
+    rng = np.random.RandomState(3)
+    w = Tensor(rng.normal(0, 0.1, (6, 4)).astype(dtype), requires_grad=True)
+    opt = make_opt(w)
+    for t in range(steps):
+        g = rng.normal(0, 1e-2, (6, 4)).astype(dtype)
+        if t >= 5:
+            g[:, 3] = 0.0
+        w.grad = g
+        opt.step()
+    return w.data.copy(), opt
+
+
+@pytest.mark.parametrize("make_opt, state", [
+    (lambda w: optim.Adam([w], lr=1e-3), lambda o: o._m[0]),
+    (lambda w: optim.SGD([w], lr=1e-2, momentum=0.9), lambda o: o._velocity[0]),
+])
+def test_dead_units_state_is_flushed_to_zero_not_stuck_subnormal(make_opt, state, monkeypatch):
+    tiny = np.finfo(np.float32).tiny
+    w_kept, opt_kept = _dead_unit_run(make_opt, 10**9, monkeypatch)  # never flushed
+    stuck = state(opt_kept)[:, 3]
+    assert np.all((stuck != 0) & (np.abs(stuck) < tiny))  # 0.9 x a few subnormal steps rounds back
+    w, opt = _dead_unit_run(make_opt, FLUSH_EVERY, monkeypatch)
+    assert np.all(state(opt)[:, 3] == 0.0)
+    assert np.all(np.abs(state(opt)[:, :3]) >= tiny)  # live units untouched
+    assert np.array_equal(w, w_kept)  # the flushed values moved no weight

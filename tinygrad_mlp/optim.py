@@ -5,6 +5,14 @@ Adam: m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;
       p <- p - lr m_hat / (sqrt(v_hat) + eps), m_hat = m / (1 - b1^t), v_hat = v / (1 - b2^t)
 Both follow PyTorch's formulas. `lr` is an attribute and may be changed between steps
 (learning-rate schedules).
+
+Subnormal state is flushed to zero every FLUSH_EVERY steps. A parameter whose gradient stays
+exactly 0 (the weights of a dead ReLU unit) has its momentum decay by b1 each step until it
+is stuck at a subnormal number (in float32, 0.9 x 5.6e-45 rounds back to 5.6e-45),
+and some arithmetic on subnormals is slower: here, Adam's division over a 784 x 256 weight
+with one entry in seven stuck (the dead units of the fast MNIST recipe) took 1.5 times as
+long. The flushed values are below 1.2e-38 (float32): the weight updates they would make
+are below 1e-30, too small to change any weight above 1e-23 in magnitude.
 """
 
 from __future__ import annotations
@@ -16,6 +24,16 @@ import numpy as np
 from .tensor import Tensor
 
 __all__ = ["Optimizer", "SGD", "Adam", "one_cycle"]
+
+FLUSH_EVERY = 64  # steps between flushes of subnormal optimizer state to zero
+
+
+def _flush_subnormals(state, scratch):
+    """Set the entries of `state` whose magnitude is below the dtype's smallest normal
+    number to zero, in place (`scratch`: an array like it, overwritten)."""
+    tiny = np.finfo(state.dtype).tiny
+    np.abs(state, out=scratch)
+    np.putmask(state, scratch < tiny, 0)
 
 
 class Optimizer:
@@ -89,6 +107,8 @@ class SGD(Optimizer):
             if buf is None or buf[0] is not data:
                 buf = buffers[i] = (data, np.empty_like(data))
             scratch = buf[1]
+            if mu and self.steps % FLUSH_EVERY == FLUSH_EVERY - 1 and v.shape == scratch.shape:
+                _flush_subnormals(v, scratch)
             if g.dtype is scratch.dtype and g.shape == scratch.shape:
                 if scale is None or scale.dtype is not scratch.dtype:
                     scale = np.array(lr, dtype=scratch.dtype)
@@ -140,6 +160,9 @@ class Adam(Optimizer):
             np.divide(M, tmp, out=tmp)
             tmp *= np.array(self.lr * (1.0 - b1) / ((1.0 - b1 ** t) * c), dtype)
             p.data -= tmp
+            if t % FLUSH_EVERY == 0:
+                _flush_subnormals(M, tmp)
+                _flush_subnormals(U, tmp)
         self.steps += 1
 
 
