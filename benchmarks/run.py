@@ -59,7 +59,7 @@ class Config:
     """Sizes of one run of the suite (FULL, QUICK, or TINY for the smoke test)."""
 
     rows: int = 55000            # training rows of a lecture epoch
-    repeats: int = 7             # interleaved repeats of the epoch and online runs
+    repeats: int = 9             # interleaved repeats of the epoch and online runs
     online_steps: int = 2000     # steps of the online runs (batch 1 and batch 10)
     memory_epochs: int = 20      # epochs of the memory run (child process)
     memory_rows: int = 0         # 0: all 55,000 rows
@@ -198,8 +198,9 @@ class Suite:
         cfg, torch = self.cfg, self.torch
         n = min(cfg.rows, self.X64.shape[0])
         self.log(f"[1, 2] lecture epochs: {n} rows, batch 100, {cfg.repeats} repeats")
-        jobs = []
+        times = {}
         for dtype, X in ((np.float32, self.X32), (np.float64, self.X64)):
+            jobs = []  # one interleaved group per dtype: the jobs of a ratio run close in time
             name = np.dtype(dtype).name
             X, y = X[:n], self.y[:n]
             Y = numpy_mlp.one_hot(y, dtype=dtype)
@@ -218,7 +219,7 @@ class Suite:
                     t_rng = np.random.RandomState(2)
                     jobs.append(("torch float32",
                                  lambda p=peer, Xt=Xt, Yt=Yt, r=t_rng: p.epoch(Xt, Yt, r)))
-        times = interleave(jobs, cfg.repeats)
+            times.update(interleave(jobs, cfg.repeats))
         self.raw["lecture_epoch_seconds"] = times
         for tag, name in (("1a", "float32"), ("1b", "float64")):
             ratio = paired_ratio(times, f"library {name}", f"numpy {name}")
