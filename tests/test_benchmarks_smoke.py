@@ -53,3 +53,52 @@ def test_tiny_suite_runs_every_section_with_finite_timings():
     table = suite.markdown().splitlines()
     assert table[0].startswith("| target |") and len(table) == 2 + len(suite.rows)
     assert "data: synthetic" in out.getvalue()
+
+
+def test_step_stages_times_every_stage_and_steps_exactly_as_fit():
+    import numpy as np
+
+    from tinygrad_mlp import nn, optim, train
+
+    spec = importlib.util.spec_from_file_location(
+        "benchmarks_step_stages", os.path.join(REPO, "benchmarks", "step_stages.py"))
+    stages = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stages)
+    X, y, _, _ = stages.bench_data.synthetic(n_train=100, n_test=1, dtype=np.float32)
+    # 4 warm-up + 15 measured + 1 recording step of batch 10: two epochs of 100 rows (each
+    # records a tape in its first step)
+    result = stages.measure(X, y, batch=10, steps=15, warmup=4, seed=0)
+    assert result.recorded == 2 and result.lib.shape[0] == result.ref.shape[0] == 15
+
+    split = ~np.isnan(result.lib[:, stages.COL["fwd1"]])
+    assert 0 < split.sum() < len(split)  # both the per-op steps and the tape-call steps ran
+    for key, _, on_lib, on_ref in stages.STAGES:
+        lib = result.lib[:, stages.COL[key]]
+        lib = lib[~np.isnan(lib)]
+        assert (lib.size > 0) == on_lib, key
+        assert np.all(np.isfinite(lib) & (lib > 0)), (key, lib)
+        ref = result.ref[:, stages.COL[key]]
+        assert np.all(np.isfinite(ref) & (ref > 0)) if on_ref else np.all(np.isnan(ref)), key
+    for times in (result.lib[:, stages.TOTAL], result.ref[:, stages.TOTAL]):
+        assert np.all(np.isfinite(times) & (times > 0))
+    assert "| **sum of the stage medians** |" in stages.table(result)
+
+    model = stages.lecture_model(np.float32)
+    start = [p.data.copy() for p in model.parameters()]
+    history = train.fit(model, nn.BinaryCrossEntropy(reduction="sum"),
+                        optim.SGD(model.parameters(), lr=stages.LR), X, y, epochs=2,
+                        batch_size=10, rng=np.random.RandomState(0), l2=stages.L2,
+                        progress=False, eval_train=False)
+    measured = list(result.lib_net.model.parameters())
+    assert all(not np.array_equal(p.data, w) for p, w in zip(measured, start))  # trained
+    for p, q in zip(measured, model.parameters()):
+        assert np.array_equal(p.data, q.data), p.shape
+    assert history.cost[-1] == result.lib_net.run_loss / 10  # the same batch losses
+
+    net = stages.numpy_mlp.NumpyMLP(dtype=np.float32)  # the inline NumPy step is NumpyMLP.step
+    rng = np.random.RandomState(0)
+    Y = stages.numpy_mlp.one_hot(y, dtype=np.float32)
+    for _ in range(2):
+        net.epoch(X, Y, rng, eta=stages.LR, l2=stages.L2, batch_size=10)
+    for name in ("w_h", "b_h", "w_out", "b_out"):
+        assert np.array_equal(getattr(net, name), getattr(result.ref_net, name)), name

@@ -1,0 +1,413 @@
+"""Where the time of one lecture training step goes, stage by stage: library and NumPy loop.
+
+    python benchmarks/step_stages.py [--batch 100] [--steps 1500] [--dtype float32] [--data DIR]
+
+The library side is `train.fit`'s inner loop on its fast path written out here, with a
+`time.perf_counter()` between stages: the lecture net (784-100-10 sigmoid), summed logistic
+cost, l2 0.01, SGD lr 0.0005. The first step of each epoch records a `replay.StepTape`
+through the ordinary engine, as fit does (those steps are not counted); the others replay
+it. Half of the replayed steps (alternating in pairs) run the tape's ops one at a time
+(this file's copy of `StepTape.forward` / `StepTape.backward`), so that each group of ops
+gets its own time; the other half call `tape.forward` and `tape.backward` themselves, which
+shows what the split adds. "layer 1" forward includes filling the tape's slots, "layer 1"
+backward the clean-up of the step's arrays; "finite checks" sums fit's three small pieces
+(float(loss) and its check, the bias-gradient check, the running argmax). Weights after N
+steps equal fit's over the same batches, bit for bit (tests/test_benchmarks_smoke.py).
+
+The hand-written side is `NumpyMLP.step` written out inline with timers (the same numbers
+as `NumpyMLP.step`). Each iteration runs one library step and one NumPy step on the same
+batch (separate models, the same shuffled order), which one goes first alternating, after
+`--warmup` untimed steps. The table shows medians in microseconds per stage, their sum,
+and the median of the whole-step times (not the same number: a sum of medians is not the
+median of sums). A whole-step time includes its own 11 or 13 timer calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(1, os.path.dirname(HERE))
+
+import bench_data  # noqa: E402
+import numpy_mlp  # noqa: E402
+from profile_steps import lecture_model  # noqa: E402
+
+from tinygrad_mlp import nn, optim, train  # noqa: E402
+from tinygrad_mlp.replay import StepTape, _unbroadcast, can_replay, is_static  # noqa: E402
+
+LR, L2 = 0.0005, 0.01
+TAPE_OPS = ("dense", "sigmoid", "dense", "sigmoid", "sigmoid_binary_cross_entropy")
+
+# Stages: (key, label, library?, NumPy?). NaN where a step does not measure a stage.
+STAGES = (
+    ("zero_grad", "`optimizer.zero_grad()`", True, False),
+    ("gather", "row gather `X[idx]`, `targets[idx]`", True, True),
+    ("fwd1", "forward: layer 1 (dense, sigmoid)", True, True),
+    ("fwd2", "forward: layer 2 (dense, sigmoid)", True, True),
+    ("loss", "forward: loss value (sigmoid + BCE op)", True, False),
+    ("bwd2", "backward: loss grad + layer 2", True, True),
+    ("bwd1", "backward: layer 1", True, True),
+    ("l2", "L2 term (`_add_l2` per weight)", True, False),
+    ("checks", "finite checks, `float(loss)`, running argmax", True, False),
+    ("sgd", "SGD step (NumPy: L2 + update)", True, True),
+    ("fwd_call", "forward as one `tape.forward` call", True, False),
+    ("bwd_call", "backward as one `tape.backward` call", True, False),
+)
+COL = {key: i for i, (key, *_) in enumerate(STAGES)}
+TOTAL = len(STAGES)  # the last column: the whole step, first timer to last
+
+
+# ----------------------------------------------------------------------------- library
+
+
+def _forward_ops(tape, ops, batch=None, targets=None):
+    """StepTape.forward for the ops `ops` (the first group also fills batch and leaves)."""
+    slots = tape.slots
+    if batch is not None:
+        slots[0] = batch
+        slots[1] = targets
+        for k, leaf in tape.leaves:
+            slots[k] = leaf.data
+    for op in ops:
+        params = op.params
+        if op.slot_params:
+            params = dict(params)
+            for key, k in op.slot_params:
+                params[key] = slots[k]
+        if op.single is not None:
+            data = op.function.forward(op.ctx, slots[op.single], **params)
+        else:
+            data = op.function.forward(op.ctx, *op.inputs(slots), **params)
+        if data.__class__ is not np.ndarray:
+            data = np.asarray(data)
+        slots[op.out] = data
+
+
+def _backward_ops(tape, ops, grads):
+    """StepTape.backward's loop over `ops` (in backward order), gradients in `grads`."""
+    slots = tape.slots
+    pop, get = grads.pop, grads.get
+    for op in ops:
+        g = pop(op.out, None)
+        if g is None:
+            continue
+        in_grads = op.function.backward(op.ctx, g)
+        if in_grads.__class__ is not tuple:
+            in_grads = (in_grads,)
+        if len(in_grads) != len(op.ctx.needs_input_grad):
+            raise RuntimeError(f"{op.function.name}: wrong number of gradients")
+        for k, slot, leaf in op.grads_to:
+            pg = in_grads[k]
+            if pg is None:
+                continue
+            if pg.__class__ is not np.ndarray:
+                pg = np.asarray(pg)
+            like = slots[slot]
+            if pg.shape != like.shape:
+                pg = _unbroadcast(pg, like, op)
+            dtype = like.dtype
+            if pg.dtype is not dtype and pg.dtype != dtype:
+                pg = pg.astype(dtype)
+            if leaf is not None:
+                if pg is g or pg.base is not None:
+                    pg = pg.copy()
+                leaf.grad = pg if leaf.grad is None else leaf.grad + pg
+            else:
+                prev = get(slot)
+                grads[slot] = pg if prev is None else prev + pg
+
+
+def _free_tape(tape):
+    """The end of StepTape.backward: clear the Contexts and the step's slots."""
+    for op in tape.ops:
+        op.ctx.saved = ()
+        op.ctx.__dict__.clear()
+    slots = tape.slots
+    for k in range(tape.n_fixed, len(slots)):
+        slots[k] = None
+    slots[0] = slots[1] = None
+
+
+class LibraryNet:
+    """The lecture net trained as `train.fit(..., l2=L2, eval_train=False)` trains it."""
+
+    def __init__(self, dtype, n_rows, seed=1):
+        self.model = lecture_model(dtype, seed)
+        self.loss_fn = nn.BinaryCrossEntropy(reduction="sum")
+        self.optimizer = optim.SGD(self.model.parameters(), lr=LR)
+        self.l2_weights = nn.dense_weights(self.model)
+        self.l2_buffers = {}
+        small = [p for p in self.optimizer.params if p.size <= train._SMALL]
+        self.step_checked = [p for p in small if p.ndim == 1] or small
+        self.static = is_static(self.model) and is_static(self.loss_fn)
+        self.preds = np.empty(n_rows, dtype=np.intp)
+        self.tape = None
+        self.run_loss = 0.0
+
+    def new_epoch(self):
+        self.tape = None  # fit records the tape anew each epoch
+        self.run_loss = 0.0
+
+    def _check_grads(self):
+        for p in self.step_checked:
+            g = p.grad
+            if g is not None and not math.isfinite(np.add.reduce(g, axis=None)):
+                raise train.NonFiniteError("a gradient became non-finite")
+
+    def step(self, X, targets, idx, start, row, split_ops):
+        """One step of fit's loop on rows idx; stage times (s) into `row`. Returns False
+        for a recording step (through the engine; its times are not filled in)."""
+        opt, tape = self.optimizer, self.tape
+        t0 = time.perf_counter()
+        opt.zero_grad()
+        t1 = time.perf_counter()
+        xb, yb = X[idx], targets[idx]
+        t2 = time.perf_counter()
+        if tape is None or not can_replay():
+            return self._recorded_step(xb, yb, idx, start)
+        if split_ops:
+            ops = tape.ops
+            _forward_ops(tape, ops[:2], xb, yb)
+            t3 = time.perf_counter()
+            _forward_ops(tape, ops[2:4])
+            t4 = time.perf_counter()
+            _forward_ops(tape, ops[4:])
+            t5 = time.perf_counter()
+        else:
+            tape.forward(xb, yb)
+            t3 = t4 = t5 = time.perf_counter()
+        out_data, loss_data = tape.slots[tape.out_slot], tape.slots[tape.loss_slot]
+        value = float(loss_data)
+        if not math.isfinite(value):
+            raise train.NonFiniteError(f"the loss became {value}")
+        t6 = time.perf_counter()
+        if split_ops:
+            grads = {tape.loss_slot: np.array(1, dtype=loss_data.dtype) if loss_data.shape == ()
+                     else np.ones(loss_data.shape, dtype=loss_data.dtype)}
+            _backward_ops(tape, tape.order[:3], grads)  # loss, sigmoid 2, dense 2
+            t7 = time.perf_counter()
+            _backward_ops(tape, tape.order[3:], grads)  # sigmoid 1, dense 1
+            _free_tape(tape)
+        else:
+            tape.backward()
+            t7 = time.perf_counter()
+        t8 = time.perf_counter()
+        for w in self.l2_weights:
+            train._add_l2(w, L2, self.l2_buffers)
+        t9 = time.perf_counter()
+        self._check_grads()
+        t10 = time.perf_counter()
+        opt.step()
+        t11 = time.perf_counter()
+        self.run_loss += value
+        out_data.argmax(axis=1, out=self.preds[start:start + len(idx)])
+        t12 = time.perf_counter()
+        row[COL["zero_grad"]] = t1 - t0
+        row[COL["gather"]] = t2 - t1
+        row[COL["l2"]] = t9 - t8
+        row[COL["checks"]] = (t6 - t5) + (t10 - t9) + (t12 - t11)
+        row[COL["sgd"]] = t11 - t10
+        row[TOTAL] = t12 - t0
+        if split_ops:
+            row[COL["fwd1"]], row[COL["fwd2"]], row[COL["loss"]] = t3 - t2, t4 - t3, t5 - t4
+            row[COL["bwd2"]], row[COL["bwd1"]] = t7 - t6, t8 - t7
+        else:
+            row[COL["fwd_call"]], row[COL["bwd_call"]] = t5 - t2, t7 - t6
+        return True
+
+    def _recorded_step(self, xb, yb, idx, start):
+        """fit's first step of an epoch: the engine runs it while the tape is recorded."""
+        if self.static and can_replay():
+            tape, out, loss = StepTape.record(self.model, self.loss_fn, xb, yb)
+            if tape is None or [op.function.name for op in tape.ops] != list(TAPE_OPS):
+                raise RuntimeError(f"step_stages expects a tape of the ops {TAPE_OPS}; the "
+                                   "library records something else now: update this script")
+            self.tape = tape
+        else:
+            raise RuntimeError("the lecture net is not replayable: fit would not replay it")
+        value = float(loss.data)
+        if not math.isfinite(value):
+            raise train.NonFiniteError(f"the loss became {value}")
+        loss.backward()
+        for w in self.l2_weights:
+            train._add_l2(w, L2, self.l2_buffers)
+        self._check_grads()
+        self.optimizer.step()
+        self.run_loss += value
+        out.data.argmax(axis=1, out=self.preds[start:start + len(idx)])
+        return False
+
+
+# ----------------------------------------------------------------------------- NumPy
+
+
+def numpy_step(net, X, Y, idx, row):
+    """NumpyMLP.step(X[idx], Y[idx], LR, L2) written out, stage times (s) into `row`."""
+    sigmoid = numpy_mlp.sigmoid
+    t0 = time.perf_counter()
+    xb, yb = X[idx], Y[idx]
+    t1 = time.perf_counter()
+    a_h = sigmoid(np.dot(xb, net.w_h) + net.b_h)
+    t2 = time.perf_counter()
+    a_out = sigmoid(np.dot(a_h, net.w_out) + net.b_out)
+    t3 = time.perf_counter()
+    delta_out = a_out - yb
+    grad_w_out = np.dot(a_h.T, delta_out)
+    grad_b_out = np.sum(delta_out, axis=0)
+    back = np.dot(delta_out, net.w_out.T)
+    t4 = time.perf_counter()
+    delta_h = back * (a_h * (1.0 - a_h))
+    grad_w_h = np.dot(xb.T, delta_h)
+    grad_b_h = np.sum(delta_h, axis=0)
+    t5 = time.perf_counter()
+    net.w_h -= LR * (grad_w_h + L2 * net.w_h)
+    net.b_h -= LR * grad_b_h
+    net.w_out -= LR * (grad_w_out + L2 * net.w_out)
+    net.b_out -= LR * grad_b_out
+    t6 = time.perf_counter()
+    row[COL["gather"]], row[COL["fwd1"]], row[COL["fwd2"]] = t1 - t0, t2 - t1, t3 - t2
+    row[COL["bwd2"]], row[COL["bwd1"]], row[COL["sgd"]] = t4 - t3, t5 - t4, t6 - t5
+    row[TOTAL] = t6 - t0
+
+
+# ----------------------------------------------------------------------------- measurement
+
+
+class Result:
+    """lib, ref: (steps, len(STAGES) + 1) seconds, NaN where not measured; the last column
+    is the whole step. lib_net, ref_net: the trained models. recorded: steps not counted."""
+
+    def __init__(self, lib, ref, lib_net, ref_net, recorded, warmup):
+        self.lib, self.ref = lib, ref
+        self.lib_net, self.ref_net = lib_net, ref_net
+        self.recorded, self.warmup = recorded, warmup
+
+    def median_us(self, side, col, rows=None):
+        a = self.lib if side == "lib" else self.ref
+        if rows is not None:
+            a = a[rows]
+        col = a[:, col]
+        col = col[~np.isnan(col)]
+        return 1e6 * float(np.median(col)) if col.size else float("nan")
+
+
+def measure(X, y, batch=100, steps=1500, warmup=50, seed=0):
+    """Run `warmup` steps, then library and NumPy steps until `steps` replayed steps are
+    measured, on X, y (epochs over X's rows in the order of np.random.RandomState(seed), as
+    fit shuffles). Recording steps (the first of each epoch) run but are not counted.
+    Returns a Result."""
+    dtype = X.dtype
+    n = X.shape[0]
+    if n // batch < 2:
+        raise ValueError(f"{n} rows make fewer than 2 batches of {batch}: no step would replay")
+    targets = numpy_mlp.one_hot(y, dtype=dtype)  # fit's one-hot targets, the same array
+    lib_net = LibraryNet(dtype, n)
+    ref_net = numpy_mlp.NumpyMLP(dtype=dtype)
+    rng = np.random.RandomState(seed)
+    width = len(STAGES) + 1
+    lib, ref = [], []
+    recorded = i = 0
+    lib_row, ref_row = np.full(width, np.nan), np.full(width, np.nan)
+    while len(lib) < steps:
+        order = train._epoch_order(n, rng, True)
+        lib_net.new_epoch()
+        for start in range(0, n - n % batch, batch):
+            if len(lib) >= steps:
+                break
+            idx = order[start:start + batch]
+            lib_row[:] = np.nan
+            ref_row[:] = np.nan
+            split = (i // 2) % 2 == 0
+            if i % 2 == 0:
+                replayed = lib_net.step(X, targets, idx, start, lib_row, split)
+                numpy_step(ref_net, X, targets, idx, ref_row)
+            else:
+                numpy_step(ref_net, X, targets, idx, ref_row)
+                replayed = lib_net.step(X, targets, idx, start, lib_row, split)
+            if not replayed:
+                recorded += 1
+            elif i >= warmup:
+                lib.append(lib_row.copy())
+                ref.append(ref_row.copy())
+            i += 1
+    return Result(np.array(lib).reshape(-1, width), np.array(ref).reshape(-1, width),
+                  lib_net, ref_net, recorded, warmup)
+
+
+def _fmt(us):
+    return "–" if math.isnan(us) else f"{us:.1f}"
+
+
+def table(result):
+    """The Markdown table of medians (microseconds)."""
+    split = ~np.isnan(result.lib[:, COL["fwd1"]])
+    lines = ["| stage | library (µs) | hand-written NumPy (µs) |", "| --- | ---: | ---: |"]
+    lib_sum = ref_sum = 0.0
+    for key, label, on_lib, on_ref in STAGES:
+        if key in ("fwd_call", "bwd_call"):
+            continue
+        lib_us = result.median_us("lib", COL[key]) if on_lib else float("nan")
+        ref_us = result.median_us("ref", COL[key]) if on_ref else float("nan")
+        lib_sum += 0.0 if math.isnan(lib_us) else lib_us
+        ref_sum += 0.0 if math.isnan(ref_us) else ref_us
+        ref_text = "in SGD step" if key == "l2" else _fmt(ref_us)
+        lines.append(f"| {label} | {_fmt(lib_us)} | {ref_text} |")
+    lines.append(f"| **sum of the stage medians** | **{lib_sum:.1f}** | **{ref_sum:.1f}** |")
+    lines.append(f"| **median of whole steps** (library: per-op timed steps) | "
+                 f"**{result.median_us('lib', TOTAL, split):.1f}** | "
+                 f"**{result.median_us('ref', TOTAL):.1f}** |")
+    for key in ("fwd_call", "bwd_call"):
+        label = STAGES[COL[key]][1]
+        lines.append(f"| {label} (other steps) | {_fmt(result.median_us('lib', COL[key]))} | – |")
+    lines.append(f"| median of whole steps (library: steps with the two tape calls) | "
+                 f"{result.median_us('lib', TOTAL, ~split):.1f} | – |")
+    return "\n".join(lines)
+
+
+def _timer_cost_us(n=100000):
+    pc = time.perf_counter
+    t0 = pc()
+    for _ in range(n):
+        pc()
+    return 1e6 * (pc() - t0) / n
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--steps", type=int, default=1500,
+                   help="replayed steps measured (after the warm-up)")
+    p.add_argument("--warmup", type=int, default=50)
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--data", metavar="DIR", help="MNIST folder (else $TINYGRAD_MLP_DATA)")
+    args = p.parse_args(argv)
+    dtype = np.dtype(args.dtype)
+    X_all, y_all, _, _, source = bench_data.load(args.data, dtype=dtype)
+    X = np.ascontiguousarray(X_all[:bench_data.N_FIT])
+    y = y_all[:bench_data.N_FIT]
+    result = measure(X, y, args.batch, args.steps, args.warmup)
+    n = result.lib.shape[0]
+    split = int(np.count_nonzero(~np.isnan(result.lib[:, COL["fwd1"]])))
+    print(f"data: {source}; {X.shape[0]} rows")
+    print(f"batch {args.batch}, {dtype.name}, {n} measured steps after {args.warmup} warm-up "
+          f"({split} with per-op timers, {n - split} with the two tape calls; "
+          f"{result.recorded} recording step(s) not counted); numpy {np.__version__}; "
+          f"perf_counter() costs {_timer_cost_us():.2f} µs; medians in µs")
+    print()
+    print(table(result))
+    lib_total = result.lib[:, TOTAL]
+    ratio = float(np.median(lib_total / result.ref[:, TOTAL]))
+    print()
+    print(f"median over steps of (library step / NumPy step on the same batch): {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
