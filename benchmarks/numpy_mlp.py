@@ -55,11 +55,17 @@ class NumpyMLP:
 
     def epoch(self, X, Y, rng, *, eta=0.0005, l2=0.01, batch_size=100):
         """One epoch as the lecture runs it: shuffle the row indices, full batches only."""
+        for _ in self.epoch_steps(X, Y, rng, eta=eta, l2=l2, batch_size=batch_size):
+            pass
+
+    def epoch_steps(self, X, Y, rng, *, eta=0.0005, l2=0.01, batch_size=100):
+        """The steps of `epoch`, yielding after each (to interleave it with other runs)."""
         indices = np.arange(X.shape[0])
         rng.shuffle(indices)
         for start in range(0, X.shape[0] - batch_size + 1, batch_size):
             idx = indices[start:start + batch_size]
             self.step(X[idx], Y[idx], eta, l2)
+            yield
 
     def predict(self, X):
         return np.argmax(np.dot(sigmoid(np.dot(X, self.w_h) + self.b_h), self.w_out)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -52,6 +53,7 @@ import torch_mlp  # noqa: E402
 from tinygrad_mlp import nn, optim, train  # noqa: E402
 
 MB = 1024 * 1024
+LOCKSTEP_CHUNK = 55  # steps per chunk of a lockstep run: ten chunks in a lecture epoch
 
 
 @dataclasses.dataclass
@@ -123,6 +125,60 @@ def interleave(jobs, repeats, pause=0.1):
     return times
 
 
+def lockstep(run_library, peers, chunk):
+    """One run of the library (`run_library(schedule)`: a call of `train.fit` given
+    `schedule`) and of each peer (a generator that yields after each step), in alternating
+    chunks of `chunk` steps: the peers' chunk k, then the library's chunk k, and so on (fit
+    calls `schedule(step)` before each step; every `chunk` steps it runs the peers). A
+    drift of the machine's speed, which on this machine moves single epochs by +-30%
+    within seconds, then slows all contenders alike. Only for peers that share the
+    library's BLAS threads: PyTorch's OpenMP threads and OpenBLAS's spin for a while after
+    their work, and in chunks this short each slowed the other's next chunk (PyTorch's
+    epoch took twice as long; with pauses at the switches both ran cold). Returns
+    {name: seconds}; the library's is fit's wall time minus the time spent in the peers'
+    chunks."""
+    spent = {name: 0.0 for name, _ in peers}
+    inside = 0.0
+
+    def run_peers():
+        nonlocal inside
+        t_in = time.perf_counter()
+        for name, steps in peers:
+            t = time.perf_counter()
+            for _ in itertools.islice(steps, chunk):
+                pass
+            spent[name] += time.perf_counter() - t
+        inside += time.perf_counter() - t_in
+
+    def schedule(step):
+        if step % chunk == 0:
+            run_peers()
+        return LibraryLecture.lr
+
+    t0 = time.perf_counter()
+    run_library(schedule)
+    total = time.perf_counter() - t0
+    for name, steps in peers:  # any steps left (none when all run the same epoch)
+        spent[name] += timed(lambda steps=steps: [None for _ in steps])
+    spent["library"] = total - inside
+    return spent
+
+
+def interleave_lockstep(make_run, repeats, chunk, pause=0.1):
+    """`repeats` lockstep runs after an untimed one; make_run() -> (run_library, peers) for
+    each. The peers' order rotates from run to run. {name: [seconds, ...]}."""
+    times = {}
+    for r in range(-1, repeats):
+        run_library, peers = make_run()
+        k = r % len(peers) if peers else 0
+        time.sleep(pause)
+        spent = lockstep(run_library, peers[k:] + peers[:k], chunk)
+        if r >= 0:
+            for name, seconds in spent.items():
+                times.setdefault(name, []).append(seconds)
+    return times
+
+
 def paired_ratio(times, a, b):
     """Median over repeats of times[a][r] / times[b][r]."""
     return statistics.median(x / y for x, y in zip(times[a], times[b]))
@@ -149,15 +205,17 @@ def lecture_model(dtype, seed=1):
 class LibraryLecture:
     """The library side of a lecture run: `train.fit` for one epoch per call."""
 
+    lr = 0.0005
+
     def __init__(self, dtype, seed=1):
         self.model = lecture_model(dtype, seed)
         self.loss_fn = nn.BinaryCrossEntropy(reduction="sum")
-        self.opt = optim.SGD(self.model.parameters(), lr=0.0005)
+        self.opt = optim.SGD(self.model.parameters(), lr=self.lr)
         self.rng = np.random.RandomState(2)
 
-    def epoch(self, X, y, batch_size=100):
+    def epoch(self, X, y, batch_size=100, schedule=None):
         train.fit(self.model, self.loss_fn, self.opt, X, y, epochs=1, batch_size=batch_size,
-                  rng=self.rng, l2=0.01, progress=False, eval_train=False)
+                  rng=self.rng, l2=0.01, progress=False, eval_train=False, schedule=schedule)
 
 
 # ----------------------------------------------------------------------------- sections
@@ -198,32 +256,41 @@ class Suite:
         cfg, torch = self.cfg, self.torch
         n = min(cfg.rows, self.X64.shape[0])
         self.log(f"[1, 2] lecture epochs: {n} rows, batch 100, {cfg.repeats} repeats")
-        times = {}
+        times, vs_torch = {}, None
         for dtype, X in ((np.float32, self.X32), (np.float64, self.X64)):
-            jobs = []  # one interleaved group per dtype: the jobs of a ratio run close in time
             name = np.dtype(dtype).name
             X, y = X[:n], self.y[:n]
             Y = numpy_mlp.one_hot(y, dtype=dtype)
             lib = LibraryLecture(dtype)
             ref = numpy_mlp.NumpyMLP(seed=1, dtype=dtype)
             ref_rng = np.random.RandomState(2)
-            jobs.append((f"library {name}", lambda lib=lib, X=X, y=y: lib.epoch(X, y)))
-            jobs.append((f"numpy {name}", lambda ref=ref, X=X, Y=Y, r=ref_rng: ref.epoch(X, Y, r)))
+
+            def make_run(lib=lib, ref=ref, ref_rng=ref_rng, X=X, y=y, Y=Y):
+                return ((lambda schedule: lib.epoch(X, y, schedule=schedule)),
+                        [("numpy", ref.epoch_steps(X, Y, ref_rng))])
+
+            for key, seconds in interleave_lockstep(make_run, cfg.repeats,
+                                                    LOCKSTEP_CHUNK).items():
+                times[f"{key} {name}"] = seconds
             if dtype == np.float32:
                 self.lib32 = lib
                 if torch is not None:
+                    # Whole epochs, a pause between them (see `lockstep` for why not in
+                    # chunks).
                     params = [lecture_model(np.float32)[i] for i in (0, 2)]
                     peer = torch_mlp.LectureNet(torch, [p.weight.data for p in params],
                                                 [p.bias.data for p in params])
-                    Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
-                    t_rng = np.random.RandomState(2)
-                    jobs.append(("torch float32",
-                                 lambda p=peer, Xt=Xt, Yt=Yt, r=t_rng: p.epoch(Xt, Yt, r)))
-            times.update(interleave(jobs, cfg.repeats))
+                    Xt, Yt, t_rng = torch.from_numpy(X), torch.from_numpy(Y), \
+                        np.random.RandomState(2)
+                    vs_torch = interleave([
+                        ("library float32", lambda lib=lib, X=X, y=y: lib.epoch(X, y)),
+                        ("torch float32", lambda p=peer, Xt=Xt, Yt=Yt, r=t_rng:
+                         p.epoch(Xt, Yt, r)),
+                    ], cfg.repeats)
         self.raw["lecture_epoch_seconds"] = times
         for tag, name in (("1a", "float32"), ("1b", "float64")):
             ratio = paired_ratio(times, f"library {name}", f"numpy {name}")
-            self.add(Row(tag, f"lecture epoch {name}: library / hand-written NumPy",
+            self.add(Row(tag, f"lecture epoch {name}: library / hand-written NumPy (lockstep)",
                          f"{ms(median(times[f'library {name}']))} / "
                          f"{ms(median(times[f'numpy {name}']))}", ratio, "<= 1.15",
                          judge(ratio, 1.15, "<=")))
@@ -231,10 +298,11 @@ class Suite:
             self.add(Row("2", "lecture epoch float32: library / PyTorch eager",
                          "skipped: PyTorch is not installed", status="skipped"))
         else:
-            ratio = paired_ratio(times, "library float32", "torch float32")
+            self.raw["lecture_epoch_seconds_vs_torch"] = vs_torch
+            ratio = paired_ratio(vs_torch, "library float32", "torch float32")
             self.add(Row("2", "lecture epoch float32: library / PyTorch eager (2 threads)",
-                         f"{ms(median(times['library float32']))} / "
-                         f"{ms(median(times['torch float32']))}", ratio, "<= 0.6",
+                         f"{ms(median(vs_torch['library float32']))} / "
+                         f"{ms(median(vs_torch['torch float32']))}", ratio, "<= 0.6",
                          judge(ratio, 0.6, "<=")))
 
     # -- 3 ------------------------------------------------------------------------------
@@ -250,11 +318,12 @@ class Suite:
             lib = LibraryLecture(np.float32)
             ref = numpy_mlp.NumpyMLP(seed=1, dtype=np.float32)
             rng = np.random.RandomState(2)
-            times = interleave([
-                ("library", lambda lib=lib, X=X, y=y, b=batch: lib.epoch(X, y, b)),
-                ("numpy", lambda ref=ref, X=X, Y=Y, r=rng, b=batch: ref.epoch(X, Y, r,
-                                                                          batch_size=b)),
-            ], cfg.repeats)
+
+            def make_run(lib=lib, ref=ref, rng=rng, X=X, y=y, Y=Y, b=batch):
+                return ((lambda schedule: lib.epoch(X, y, b, schedule=schedule)),
+                        [("numpy", ref.epoch_steps(X, Y, rng, batch_size=b))])
+
+            times = interleave_lockstep(make_run, cfg.repeats, max(1, steps // 10))
             self.raw[f"online_batch{batch}_seconds"] = times
             ratio = paired_ratio(times, "library", "numpy")
             per = 1e6 / steps

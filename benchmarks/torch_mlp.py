@@ -53,6 +53,11 @@ class LectureNet:
 
     def epoch(self, X, Y, rng, batch_size=100):
         """One epoch over torch tensors X (n, 784) and one-hot Y (n, 10), full batches."""
+        for _ in self.epoch_steps(X, Y, rng, batch_size):
+            pass
+
+    def epoch_steps(self, X, Y, rng, batch_size=100):
+        """The steps of `epoch`, yielding after each (to interleave it with other runs)."""
         torch = self.torch
         n = X.shape[0]
         order = np.arange(n)
@@ -65,6 +70,7 @@ class LectureNet:
             loss = loss_fn(model(X[idx]), Y[idx])
             loss.backward()
             opt.step()
+            yield
 
 
 class FastNet:

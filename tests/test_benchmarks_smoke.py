@@ -102,3 +102,26 @@ def test_step_stages_times_every_stage_and_steps_exactly_as_fit():
         net.epoch(X, Y, rng, eta=stages.LR, l2=stages.L2, batch_size=10)
     for name in ("w_h", "b_h", "w_out", "b_out"):
         assert np.array_equal(getattr(net, name), getattr(result.ref_net, name)), name
+
+
+def test_lockstep_runs_every_step_of_each_contender_in_alternating_chunks():
+    run = _load_suite()
+    log = []
+
+    def library(schedule):  # a stand-in for fit: 23 steps, schedule called before each
+        for step in range(23):
+            schedule(step)
+            log.append(("library", step))
+
+    def peer(name, n):
+        for step in range(n):
+            log.append((name, step))
+            yield
+
+    spent = run.lockstep(library, [("a", peer("a", 23)), ("b", peer("b", 23))], chunk=5)
+    assert set(spent) == {"library", "a", "b"} and all(t >= 0 for t in spent.values())
+    for name in ("library", "a", "b"):
+        assert [s for who, s in log if who == name] == list(range(23))
+    # chunks of 5 alternate: a's and b's chunk k run just before the library's chunk k
+    assert [who for who, _ in log[:15]] == ["a"] * 5 + ["b"] * 5 + ["library"] * 5
+    assert [who for who, _ in log[15:30]] == ["a"] * 5 + ["b"] * 5 + ["library"] * 5
