@@ -249,7 +249,8 @@ class Suite:
     def add(self, row):
         self.rows.append(row)
         self.log(f"  {row.target}: {row.what}: {row.measured}"
-                 + (f" -> {row.value:.3f} ({row.limit}: {row.status})" if row.limit else ""))
+                 + (f" -> {row.value:.3f} ({row.limit}: {row.status})" if row.limit else
+                    f" -> {row.value:.3f} ({row.status})" if not math.isnan(row.value) else ""))
 
     # -- 1 and 2 ------------------------------------------------------------------------
     def lecture_epochs(self):
@@ -282,10 +283,14 @@ class Suite:
                                                 [p.bias.data for p in params])
                     Xt, Yt, t_rng = torch.from_numpy(X), torch.from_numpy(Y), \
                         np.random.RandomState(2)
+                    ref2, ref2_rng = numpy_mlp.NumpyMLP(seed=1, dtype=dtype), \
+                        np.random.RandomState(2)  # the floor: hand-written NumPy / PyTorch
                     vs_torch = interleave([
                         ("library float32", lambda lib=lib, X=X, y=y: lib.epoch(X, y)),
                         ("torch float32", lambda p=peer, Xt=Xt, Yt=Yt, r=t_rng:
                          p.epoch(Xt, Yt, r)),
+                        ("numpy float32", lambda ref=ref2, X=X, Y=Y, r=ref2_rng:
+                         ref.epoch(X, Y, r)),
                     ], cfg.repeats)
         self.raw["lecture_epoch_seconds"] = times
         for tag, name in (("1a", "float32"), ("1b", "float64")):
@@ -304,6 +309,11 @@ class Suite:
                          f"{ms(median(vs_torch['library float32']))} / "
                          f"{ms(median(vs_torch['torch float32']))}", ratio, "<= 0.6",
                          judge(ratio, 0.6, "<=")))
+            floor = paired_ratio(vs_torch, "numpy float32", "torch float32")
+            self.add(Row("2*", "for reference, the same epochs: hand-written NumPy / PyTorch "
+                               "eager", f"{ms(median(vs_torch['numpy float32']))} / "
+                               f"{ms(median(vs_torch['torch float32']))}", floor,
+                         status="reference"))
 
     # -- 3 ------------------------------------------------------------------------------
     def online(self):
