@@ -784,3 +784,31 @@ def test_backward_releases_arrays_ops_keep_on_their_context():
         for name, value in vars(op.ctx).items():
             assert not (isinstance(value, np.ndarray) and value.shape[:1] == (100,)), \
                 f"{op.function.name}: ctx.{name} keeps a batch-sized array"
+
+
+class _OpsInAnotherThread(nn.Module):
+    """Static, but while it runs another thread applies an op (the recording is global)."""
+
+    static_graph = True
+
+    def __init__(self):
+        self.dense = nn.Dense(5, 3, seed=0, dtype=np.float64)
+
+    def forward(self, x):
+        import threading
+
+        worker = threading.Thread(target=lambda: Tensor(np.ones(3)) * 2.0)
+        worker.start()
+        worker.join()
+        return self.dense(x)
+
+
+def test_an_op_of_another_thread_during_recording_means_no_tape():
+    X, y = blobs(n=40)
+    model, loss_fn = _OpsInAnotherThread(), nn.CrossEntropy()
+    tape, out, loss = StepTape.record(model, loss_fn, X[:20], y[:20])
+    assert tape is None
+    assert np.array_equal(loss.data, loss_fn(model.dense(X[:20]), y[:20]).data)
+    # the same module without the other thread's op records a tape
+    tape, _, _ = StepTape.record(nn.Sequential(model.dense), loss_fn, X[:20], y[:20])
+    assert tape is not None

@@ -30,6 +30,7 @@ makes `record` give no tape, and every step uses the ordinary engine.
 
 from __future__ import annotations
 
+import threading
 from operator import itemgetter
 
 import numpy as np
@@ -142,7 +143,8 @@ class StepTape:
         finally:
             _tensor._op_log = outer
         tape = None
-        if outer is None and can_replay():
+        if outer is None and can_replay() and all(e[5] == threading.get_ident() for e in log):
+            # (an op of another thread, run while this one recorded, would be in the log)
             tape = cls._from_log(log, _held_tensors(model, loss_fn), batch, targets, out, loss)
         return tape, out, loss
 
@@ -152,7 +154,7 @@ class StepTape:
         leaf_slot = {}  # id(leaf) -> its position in `leaves`
         made = {}       # id(output Tensor) -> position of the op that made it
         entries = []
-        for function, inputs, params, ctx, result in log:
+        for function, inputs, params, ctx, result, _ in log:
             sources = []  # ("op", position) / ("leaf", position) / ("const", position) / slot
             for t in inputs:
                 j = made.get(id(t))

@@ -21,6 +21,7 @@ import contextlib
 import heapq
 import itertools
 import numbers
+import threading
 
 import numpy as np
 
@@ -265,7 +266,7 @@ class Function:
         if _forward_mode:
             _push_tangent(cls, ctx, inputs, out)
         if _op_log is not None:
-            _op_log.append((cls, inputs, params, ctx, out))
+            _op_log.append((cls, inputs, params, ctx, out, threading.get_ident()))
         return out
 
 
