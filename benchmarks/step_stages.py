@@ -6,10 +6,11 @@ The library side is `train.fit`'s inner loop on its fast path written out here, 
 `time.perf_counter()` between stages: the lecture net (784-100-10 sigmoid), summed logistic
 cost, l2 0.01, SGD lr 0.0005. The first step of each epoch records a `replay.StepTape`
 through the ordinary engine, as fit does (those steps are not counted); the others replay
-it. Half of the replayed steps (alternating in pairs) run the tape's ops one at a time
-(this file's copy of `StepTape.forward` / `StepTape.backward`), so that each group of ops
-gets its own time; the other half call `tape.forward` and `tape.backward` themselves, which
-shows what the split adds. "layer 1" forward includes filling the tape's slots, "layer 1"
+it. Half of the replayed steps (alternating in pairs) run the tape's ops group by group
+(the pieces `StepTape.forward` / `StepTape.backward` are made of: `load`, `run_forward`,
+`seed`, `run_backward`, `release`), so that each group of ops gets its own time; the
+other half call `tape.forward` and `tape.backward` themselves, which shows what the split
+adds. "layer 1" forward includes filling the tape's slots, "layer 1"
 backward the clean-up of the step's arrays; "finite checks" sums fit's three small pieces
 (float(loss) and its check, the bias-gradient check, the running argmax). Weights after N
 steps equal fit's over the same batches, bit for bit (tests/test_benchmarks_smoke.py).
@@ -41,7 +42,7 @@ import numpy_mlp  # noqa: E402
 from profile_steps import lecture_model  # noqa: E402
 
 from tinygrad_mlp import nn, optim, train  # noqa: E402
-from tinygrad_mlp.replay import StepTape, _unbroadcast, can_replay, is_static  # noqa: E402
+from tinygrad_mlp.replay import StepTape, can_replay, is_static  # noqa: E402
 
 LR, L2 = 0.0005, 0.01
 TAPE_OPS = ("dense", "sigmoid", "dense", "sigmoid", "sigmoid_binary_cross_entropy")
@@ -66,74 +67,6 @@ TOTAL = len(STAGES)  # the last column: the whole step, first timer to last
 
 
 # ----------------------------------------------------------------------------- library
-
-
-def _forward_ops(tape, ops, batch=None, targets=None):
-    """StepTape.forward for the ops `ops` (the first group also fills batch and leaves)."""
-    slots = tape.slots
-    if batch is not None:
-        slots[0] = batch
-        slots[1] = targets
-        for k, leaf in tape.leaves:
-            slots[k] = leaf.data
-    for op in ops:
-        params = op.params
-        if op.slot_params:
-            params = dict(params)
-            for key, k in op.slot_params:
-                params[key] = slots[k]
-        if op.single is not None:
-            data = op.function.forward(op.ctx, slots[op.single], **params)
-        else:
-            data = op.function.forward(op.ctx, *op.inputs(slots), **params)
-        if data.__class__ is not np.ndarray:
-            data = np.asarray(data)
-        slots[op.out] = data
-
-
-def _backward_ops(tape, ops, grads):
-    """StepTape.backward's loop over `ops` (in backward order), gradients in `grads`."""
-    slots = tape.slots
-    pop, get = grads.pop, grads.get
-    for op in ops:
-        g = pop(op.out, None)
-        if g is None:
-            continue
-        in_grads = op.function.backward(op.ctx, g)
-        if in_grads.__class__ is not tuple:
-            in_grads = (in_grads,)
-        if len(in_grads) != len(op.ctx.needs_input_grad):
-            raise RuntimeError(f"{op.function.name}: wrong number of gradients")
-        for k, slot, leaf in op.grads_to:
-            pg = in_grads[k]
-            if pg is None:
-                continue
-            if pg.__class__ is not np.ndarray:
-                pg = np.asarray(pg)
-            like = slots[slot]
-            if pg.shape != like.shape:
-                pg = _unbroadcast(pg, like, op)
-            dtype = like.dtype
-            if pg.dtype is not dtype and pg.dtype != dtype:
-                pg = pg.astype(dtype)
-            if leaf is not None:
-                if pg is g or pg.base is not None:
-                    pg = pg.copy()
-                leaf.grad = pg if leaf.grad is None else leaf.grad + pg
-            else:
-                prev = get(slot)
-                grads[slot] = pg if prev is None else prev + pg
-
-
-def _free_tape(tape):
-    """The end of StepTape.backward: clear the Contexts and the step's slots."""
-    for op in tape.ops:
-        op.ctx.saved = ()
-        op.ctx.__dict__.clear()
-    slots = tape.slots
-    for k in range(tape.n_fixed, len(slots)):
-        slots[k] = None
-    slots[0] = slots[1] = None
 
 
 class LibraryNet:
@@ -175,11 +108,12 @@ class LibraryNet:
             return self._recorded_step(xb, yb, idx, start)
         if split_ops:
             ops = tape.ops
-            _forward_ops(tape, ops[:2], xb, yb)
+            tape.load(xb, yb)
+            tape.run_forward(ops[:2])
             t3 = time.perf_counter()
-            _forward_ops(tape, ops[2:4])
+            tape.run_forward(ops[2:4])
             t4 = time.perf_counter()
-            _forward_ops(tape, ops[4:])
+            tape.run_forward(ops[4:])
             t5 = time.perf_counter()
         else:
             tape.forward(xb, yb)
@@ -190,12 +124,11 @@ class LibraryNet:
             raise train.NonFiniteError(f"the loss became {value}")
         t6 = time.perf_counter()
         if split_ops:
-            grads = {tape.loss_slot: np.array(1, dtype=loss_data.dtype) if loss_data.shape == ()
-                     else np.ones(loss_data.shape, dtype=loss_data.dtype)}
-            _backward_ops(tape, tape.order[:3], grads)  # loss, sigmoid 2, dense 2
+            grads = tape.seed()
+            tape.run_backward(tape.order[:3], grads)  # loss, sigmoid 2, dense 2
             t7 = time.perf_counter()
-            _backward_ops(tape, tape.order[3:], grads)  # sigmoid 1, dense 1
-            _free_tape(tape)
+            tape.run_backward(tape.order[3:], grads)  # sigmoid 1, dense 1
+            tape.release()
         else:
             tape.backward()
             t7 = time.perf_counter()

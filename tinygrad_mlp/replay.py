@@ -212,12 +212,29 @@ class StepTape:
 
     def forward(self, batch, targets):
         """Run the recorded ops on a new batch; (the model's output, the loss) as arrays."""
+        self.load(batch, targets)
+        self.run_forward(self.ops)
+        return self.slots[self.out_slot], self.slots[self.loss_slot]
+
+    def backward(self):
+        """Add the gradient of the loss of the last `forward` to every leaf's `.grad`, as
+        `loss.backward()` would, then drop the step's arrays."""
+        self.run_backward(self.order, self.seed())
+        self.release()
+
+    # The pieces of forward and backward (benchmarks/step_stages.py times them one by one).
+    def load(self, batch, targets):
+        """Put the batch, the targets and each leaf's current array into their slots."""
         slots = self.slots
         slots[_BATCH] = batch
         slots[_TARGET] = targets
         for k, leaf in self.leaves:
             slots[k] = leaf.data
-        for op in self.ops:
+
+    def run_forward(self, ops):
+        """Run `ops` (recorded ops, in order) on the arrays in the slots."""
+        slots = self.slots
+        for op in ops:
             params = op.params
             if op.slot_params:
                 params = dict(params)
@@ -230,17 +247,19 @@ class StepTape:
             if data.__class__ is not np.ndarray:
                 data = np.asarray(data)
             slots[op.out] = data
-        return slots[self.out_slot], slots[self.loss_slot]
 
-    def backward(self):
-        """Add the gradient of the loss of the last `forward` to every leaf's `.grad`, as
-        `loss.backward()` would, then drop the step's arrays."""
+    def seed(self):
+        """{loss slot: d loss / d loss}: the gradients that `run_backward` starts from."""
+        loss = self.slots[self.loss_slot]
+        return {self.loss_slot: np.array(1, dtype=loss.dtype) if loss.shape == ()
+                else np.ones(loss.shape, dtype=loss.dtype)}
+
+    def run_backward(self, ops, grads):
+        """Run `ops` (tracked ops, in `self.order`) backward; `grads` maps an op output's
+        slot to its gradient so far and is updated; leaves get their `.grad`."""
         slots = self.slots
-        loss = slots[self.loss_slot]
-        grads = {self.loss_slot: np.array(1, dtype=loss.dtype) if loss.shape == ()
-                 else np.ones(loss.shape, dtype=loss.dtype)}
         pop, get = grads.pop, grads.get
-        for op in self.order:
+        for op in ops:
             g = pop(op.out, None)
             if g is None:
                 continue  # the loss does not depend on this op
@@ -269,9 +288,14 @@ class StepTape:
                 else:
                     prev = get(slot)
                     grads[slot] = pg if prev is None else prev + pg
-        for op in self.ops:  # as Context.free, but the Context stays usable
+
+    def release(self):
+        """Drop the step's arrays: what the Contexts keep and the slots of the batch,
+        the targets and the op outputs (as Context.free, but the Contexts stay usable)."""
+        for op in self.ops:
             op.ctx.saved = ()
             op.ctx.__dict__.clear()
+        slots = self.slots
         for k in range(self.n_fixed, len(slots)):
             slots[k] = None
         slots[_BATCH] = slots[_TARGET] = None
