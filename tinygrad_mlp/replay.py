@@ -36,7 +36,7 @@ from operator import itemgetter
 import numpy as np
 
 from . import tensor as _tensor
-from .tensor import Context, Tensor, _shape_str
+from .tensor import Context, Tensor, _reduce_to
 
 __all__ = ["StepTape", "is_static", "can_replay"]
 
@@ -277,7 +277,7 @@ class StepTape:
                     pg = np.asarray(pg)
                 like = slots[slot]
                 if pg.shape != like.shape:
-                    pg = _unbroadcast(pg, like, op)
+                    pg = _reduce_to(pg, like.shape, op.function)
                 dtype = like.dtype
                 if pg.dtype is not dtype and pg.dtype != dtype:
                     pg = pg.astype(dtype)
@@ -299,12 +299,3 @@ class StepTape:
         for k in range(self.n_fixed, len(slots)):
             slots[k] = None
         slots[_BATCH] = slots[_TARGET] = None
-
-
-def _unbroadcast(pg, like, op):
-    try:
-        return _tensor.unbroadcast(pg, like.shape)
-    except ValueError:
-        raise ValueError(f"{op.function.name}: backward returned a gradient of shape "
-                         f"{_shape_str(pg.shape)} for an input of shape "
-                         f"{_shape_str(like.shape)}") from None

@@ -506,7 +506,7 @@ class Tensor:
                     if pg.__class__ is not np.ndarray:
                         pg = np.asarray(pg)
                     if pg.shape != pdata.shape:
-                        pg = _reduce_to(pg, p, ctx)
+                        pg = _reduce_to(pg, pdata.shape, ctx.function)
                     dtype = pdata.dtype
                     if pg.dtype is not dtype and pg.dtype != dtype:
                         pg = pg.astype(dtype)
@@ -663,13 +663,15 @@ def _unwrap(x):
     return x.data if isinstance(x, Tensor) else x
 
 
-def _reduce_to(pg, p, ctx):
+def _reduce_to(pg, shape, function):
+    """unbroadcast(pg, shape) for an input of `function`'s op; a ValueError naming the op
+    when the gradient cannot be reduced to the input's shape."""
     try:
-        return unbroadcast(pg, p.data.shape)
+        return unbroadcast(pg, shape)
     except ValueError:
-        raise ValueError(f"{ctx.function.name}: backward returned a gradient of shape "
+        raise ValueError(f"{function.name}: backward returned a gradient of shape "
                          f"{_shape_str(pg.shape)} for an input of shape "
-                         f"{_shape_str(p.shape)}") from None
+                         f"{_shape_str(shape)}") from None
 
 
 def _accumulate_leaf(leaf, grad):
