@@ -448,12 +448,14 @@ class Suite:
                 Xtg, ytg = torch.from_numpy(Xt), torch.from_numpy(yt)
 
             def torch_epoch():
+                """PyTorch's next epoch unless it is done; True when one ran."""
                 curve = curves["torch"]
                 if peer is None or len(curve) >= max_epochs or (curve and
                                                                 curve[-1][1] >= target):
-                    return
+                    return False
                 t = timed(peer.epoch, Xg, yg, t_rng, bs)
                 curve.append(((curve[-1][0] if curve else 0.0) + t, peer.accuracy(Xtg, ytg)))
+                return True
 
             def on_epoch_end(epoch, history):
                 acc = train.accuracy(model, Xt, yt)  # fit timed the epoch: history.time
@@ -468,9 +470,8 @@ class Suite:
                 mnist.train_model(recipe, X, y, model=model, rng=rng, on_epoch_end=on_epoch_end)
             except Reached:
                 pass
-            while peer is not None and len(curves["torch"]) < max_epochs and \
-                    curves["torch"][-1][1] < target:
-                torch_epoch()
+            while torch_epoch():  # PyTorch's epochs after the library has stopped
+                pass
             return curves
 
         runs = {"library": [], "torch": []}
