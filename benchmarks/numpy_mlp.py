@@ -72,6 +72,86 @@ class NumpyMLP:
                          + self.b_out, axis=1)
 
 
+
+class LeanMLP(NumpyMLP):
+    """NumpyMLP written for speed instead of to mirror the lecture: a reference for how fast
+    hand-written NumPy can train this network (benchmarks/run.py, rows 1c, 1d and 2**).
+
+    Every per-step array is allocated once and reused; the sigmoids, deltas and updates
+    run in place. The work is the same as the library's fast path minus what a general
+    training loop adds (the loss value, finite checks, running accuracy, calls through
+    recorded ops).
+
+    fold_lr=False: NumpyMLP's arithmetic, operation for operation (the weights equal
+    NumpyMLP's bit for bit): gradients, + l2 W, then w -= eta (grad + l2 w), four passes
+    over each weight, as the library's fit + SGD make.
+    fold_lr=True: eta is folded into the deltas before the weight-gradient products
+    (X^T (eta delta_h) = eta grad_w_h) and the decay applied as w *= 1 - eta l2: two passes
+    over each weight. A general autodiff cannot take this shortcut: it never forms the
+    gradient. The same numbers up to rounding (in float32 the factor 1 - eta l2 itself is
+    rounded, which changes the decay by up to 1%).
+    """
+
+    def __init__(self, *args, fold_lr=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fold_lr = fold_lr
+        self._buffers = {}
+
+    def _buffers_for(self, n, eta, l2):
+        key = (n, eta, l2)
+        b = self._buffers.get(key)
+        if b is None:
+            dtype = self.w_h.dtype
+            hidden, out = self.w_h.shape[1], self.w_out.shape[1]
+            bound = 250.0 if dtype == np.float64 else 88.0
+            b = self._buffers[key] = {
+                "a_h": np.empty((n, hidden), dtype), "a_out": np.empty((n, out), dtype),
+                "delta_h": np.empty((n, hidden), dtype), "slope": np.empty((n, hidden), dtype),
+                "grad_w_h": np.empty_like(self.w_h), "grad_w_out": np.empty_like(self.w_out),
+                "scratch_h": np.empty_like(self.w_h), "scratch_out": np.empty_like(self.w_out),
+                "eta": np.array(eta, dtype), "l2": np.array(l2, dtype),
+                "decay": np.array(1.0 - eta * l2, dtype), "one": np.array(1.0, dtype),
+                "lo": np.array(-bound, dtype), "hi": np.array(bound, dtype)}
+        return b
+
+    @staticmethod
+    def _sigmoid_inplace(z, b):
+        np.clip(z, b["lo"], b["hi"], out=z)
+        np.negative(z, out=z)
+        np.exp(z, out=z)
+        z += b["one"]
+        np.divide(b["one"], z, out=z)
+        return z
+
+    def step(self, X, Y, eta, l2):
+        b = self._buffers_for(X.shape[0], eta, l2)
+        z_h = np.dot(X, self.w_h, out=b["a_h"])
+        z_h += self.b_h
+        a_h = self._sigmoid_inplace(z_h, b)
+        z_out = np.dot(a_h, self.w_out, out=b["a_out"])
+        z_out += self.b_out
+        delta_out = self._sigmoid_inplace(z_out, b)
+        delta_out -= Y                                      # a_out - y
+        if self.fold_lr:
+            delta_out *= b["eta"]
+        delta_h = np.dot(delta_out, self.w_out.T, out=b["delta_h"])
+        slope = np.subtract(b["one"], a_h, out=b["slope"])
+        slope *= a_h
+        delta_h *= slope                                    # (delta_out w_out^T) a_h (1 - a_h)
+        grad_w_out = np.dot(a_h.T, delta_out, out=b["grad_w_out"])
+        grad_w_h = np.dot(X.T, delta_h, out=b["grad_w_h"])
+        for w, grad, bias, delta, scratch in (
+                (self.w_h, grad_w_h, self.b_h, delta_h, b["scratch_h"]),
+                (self.w_out, grad_w_out, self.b_out, delta_out, b["scratch_out"])):
+            if self.fold_lr:                                # grad is eta * gradient already
+                w *= b["decay"]
+                w -= grad
+                bias -= np.add.reduce(delta, axis=0)
+            else:
+                grad += np.multiply(w, b["l2"], out=scratch)
+                w -= np.multiply(grad, b["eta"], out=scratch)
+                bias -= np.multiply(np.add.reduce(delta, axis=0), b["eta"])
+
 def one_hot(y, n_classes=10, dtype=np.float64):
     out = np.zeros((len(y), n_classes), dtype=dtype)
     out[np.arange(len(y)), y] = 1.0

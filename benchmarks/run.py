@@ -62,6 +62,8 @@ class Config:
 
     rows: int = 55000            # training rows of a lecture epoch
     repeats: int = 9             # interleaved repeats of the epoch and online runs
+    torch_repeats: int = 25      # whole-epoch repeats against PyTorch (row 2): single
+    #                              paired ratios range over +-40%, so more of them
     online_steps: int = 2000     # steps of the online runs (batch 1 and batch 10)
     memory_epochs: int = 20      # epochs of the memory run (child process)
     memory_rows: int = 0         # 0: all 55,000 rows
@@ -75,11 +77,11 @@ class Config:
 
 
 FULL = Config()
-QUICK = Config(rows=11000, repeats=3, online_steps=500, memory_epochs=3, predict_repeats=10,
-               tta_repeats=1, tta_epochs=1, label="quick")
-TINY = Config(rows=600, repeats=1, online_steps=20, memory_epochs=2, memory_rows=500,
-              predict_repeats=2, tta_repeats=1, tta_epochs=1, tta_rows=1000, synthetic=True,
-              label="tiny")
+QUICK = Config(rows=11000, repeats=3, torch_repeats=3, online_steps=500, memory_epochs=3,
+               predict_repeats=10, tta_repeats=1, tta_epochs=1, label="quick")
+TINY = Config(rows=600, repeats=1, torch_repeats=1, online_steps=20, memory_epochs=2,
+              memory_rows=500, predict_repeats=2, tta_repeats=1, tta_epochs=1, tta_rows=1000,
+              synthetic=True, label="tiny")
 
 
 @dataclasses.dataclass
@@ -256,19 +258,24 @@ class Suite:
     def lecture_epochs(self):
         cfg, torch = self.cfg, self.torch
         n = min(cfg.rows, self.X64.shape[0])
-        self.log(f"[1, 2] lecture epochs: {n} rows, batch 100, {cfg.repeats} repeats")
+        self.log(f"[1, 2] lecture epochs: {n} rows, batch 100, {cfg.repeats} repeats "
+                 f"(lockstep), {cfg.torch_repeats} against PyTorch")
         times, vs_torch = {}, None
         for dtype, X in ((np.float32, self.X32), (np.float64, self.X64)):
             name = np.dtype(dtype).name
             X, y = X[:n], self.y[:n]
             Y = numpy_mlp.one_hot(y, dtype=dtype)
             lib = LibraryLecture(dtype)
-            ref = numpy_mlp.NumpyMLP(seed=1, dtype=dtype)
-            ref_rng = np.random.RandomState(2)
+            peers = [("numpy", numpy_mlp.NumpyMLP(seed=1, dtype=dtype))]
+            if dtype == np.float32:  # references: how fast hand-written NumPy can be
+                peers += [("lean", numpy_mlp.LeanMLP(seed=1, dtype=dtype)),
+                          ("lean folded", numpy_mlp.LeanMLP(seed=1, dtype=dtype,
+                                                            fold_lr=True))]
+            rngs = {name: np.random.RandomState(2) for name, _ in peers}
 
-            def make_run(lib=lib, ref=ref, ref_rng=ref_rng, X=X, y=y, Y=Y):
+            def make_run(lib=lib, peers=peers, rngs=rngs, X=X, y=y, Y=Y):
                 return ((lambda schedule: lib.epoch(X, y, schedule=schedule)),
-                        [("numpy", ref.epoch_steps(X, Y, ref_rng))])
+                        [(name, net.epoch_steps(X, Y, rngs[name])) for name, net in peers])
 
             for key, seconds in interleave_lockstep(make_run, cfg.repeats,
                                                     LOCKSTEP_CHUNK).items():
@@ -283,15 +290,20 @@ class Suite:
                                                 [p.bias.data for p in params])
                     Xt, Yt, t_rng = torch.from_numpy(X), torch.from_numpy(Y), \
                         np.random.RandomState(2)
+                    # references: hand-written NumPy (the lecture's, the leanest) / PyTorch
                     ref2, ref2_rng = numpy_mlp.NumpyMLP(seed=1, dtype=dtype), \
-                        np.random.RandomState(2)  # the floor: hand-written NumPy / PyTorch
+                        np.random.RandomState(2)
+                    lean, lean_rng = numpy_mlp.LeanMLP(seed=1, dtype=dtype, fold_lr=True), \
+                        np.random.RandomState(2)
                     vs_torch = interleave([
                         ("library float32", lambda lib=lib, X=X, y=y: lib.epoch(X, y)),
                         ("torch float32", lambda p=peer, Xt=Xt, Yt=Yt, r=t_rng:
                          p.epoch(Xt, Yt, r)),
                         ("numpy float32", lambda ref=ref2, X=X, Y=Y, r=ref2_rng:
                          ref.epoch(X, Y, r)),
-                    ], cfg.repeats)
+                        ("lean folded float32", lambda ref=lean, X=X, Y=Y, r=lean_rng:
+                         ref.epoch(X, Y, r)),
+                    ], cfg.torch_repeats)
         self.raw["lecture_epoch_seconds"] = times
         for tag, name in (("1a", "float32"), ("1b", "float64")):
             ratio = paired_ratio(times, f"library {name}", f"numpy {name}")
@@ -299,6 +311,13 @@ class Suite:
                          f"{ms(median(times[f'library {name}']))} / "
                          f"{ms(median(times[f'numpy {name}']))}", ratio, "<= 1.15",
                          judge(ratio, 1.15, "<=")))
+        for tag, peer, what in (("1c", "lean", "same arithmetic"),
+                                ("1d", "lean folded", "eta folded into the deltas")):
+            self.add(Row(tag, f"for reference: library / lean NumPy loop, {what} (lockstep)",
+                         f"{ms(median(times['library float32']))} / "
+                         f"{ms(median(times[f'{peer} float32']))}",
+                         paired_ratio(times, "library float32", f"{peer} float32"),
+                         status="reference"))
         if torch is None:
             self.add(Row("2", "lecture epoch float32: library / PyTorch eager",
                          "skipped: PyTorch is not installed", status="skipped"))
@@ -313,6 +332,12 @@ class Suite:
             self.add(Row("2*", "for reference, the same epochs: hand-written NumPy / PyTorch "
                                "eager", f"{ms(median(vs_torch['numpy float32']))} / "
                                f"{ms(median(vs_torch['torch float32']))}", floor,
+                         status="reference"))
+            lean = paired_ratio(vs_torch, "lean folded float32", "torch float32")
+            self.add(Row("2**", "for reference, the same epochs: lean NumPy loop, eta folded "
+                                "/ PyTorch eager",
+                         f"{ms(median(vs_torch['lean folded float32']))} / "
+                         f"{ms(median(vs_torch['torch float32']))}", lean,
                          status="reference"))
 
     # -- 3 ------------------------------------------------------------------------------

@@ -33,8 +33,9 @@ def test_tiny_suite_runs_every_section_with_finite_timings():
     suite = run.run_suite(run.TINY, out=out)
 
     targets = [row.target for row in suite.rows]
-    assert targets[:2] == ["1a", "1b"]
+    assert targets[:4] == ["1a", "1b", "1c", "1d"]  # 1c, 1d: references (lean NumPy loops)
     assert {"2", "3a", "3b", "4a", "4b", "5", "6"} <= set(targets)
+    assert ("2*" in targets) == ("2**" in targets)  # both references, when PyTorch runs
     for section in ("lecture_epoch_seconds", "online_batch1_seconds", "online_batch10_seconds",
                     "predict_seconds"):
         for name, times in suite.raw[section].items():
@@ -102,6 +103,35 @@ def test_step_stages_times_every_stage_and_steps_exactly_as_fit():
         net.epoch(X, Y, rng, eta=stages.LR, l2=stages.L2, batch_size=10)
     for name in ("w_h", "b_h", "w_out", "b_out"):
         assert np.array_equal(getattr(net, name), getattr(result.ref_net, name)), name
+
+
+def test_lean_numpy_loop_makes_the_lecture_loops_numbers():
+    """The reference rows 1c, 1d, 2** time benchmarks/numpy_mlp.LeanMLP: with fold_lr=False
+    its weights equal the lecture loop's bit for bit; folding eta into the deltas changes
+    them only by rounding."""
+    import numpy as np
+
+    run = _load_suite()
+    numpy_mlp = run.numpy_mlp
+    X, y, _, _ = run.bench_data.synthetic(n_train=300, n_test=1)
+    for dtype, rtol in ((np.float64, 1e-12), (np.float32, 1e-4)):
+        Xd, Y = X.astype(dtype), numpy_mlp.one_hot(y, dtype=dtype)
+        nets = [numpy_mlp.NumpyMLP(dtype=dtype), numpy_mlp.LeanMLP(dtype=dtype),
+                numpy_mlp.LeanMLP(dtype=dtype, fold_lr=True)]
+        start = nets[0].w_h.copy()
+        for net in nets:
+            rng = np.random.RandomState(4)
+            for _ in range(3):
+                net.epoch(Xd, Y, rng, eta=0.01, l2=0.1, batch_size=50)
+        lecture, lean, folded = nets
+        assert not np.allclose(lecture.w_h, start, rtol=0, atol=1e-3)  # it trained
+        for name in ("w_h", "b_h", "w_out", "b_out"):
+            want = getattr(lecture, name)
+            assert getattr(lean, name).dtype == dtype
+            assert np.array_equal(getattr(lean, name), want), (dtype, name)
+            scale = np.abs(want).max()
+            assert np.allclose(getattr(folded, name), want, rtol=0, atol=rtol * scale), \
+                (dtype, name)
 
 
 def test_lockstep_runs_every_step_of_each_contender_in_alternating_chunks():
