@@ -253,9 +253,10 @@ def fit(model, loss_fn, optimizer, X, y, *, epochs, batch_size, shuffle=True, rn
     (+ l2_penalty(model, l2)). Returns a History with one entry per epoch.
 
     X: (n, features); y: (n,) integer labels or targets of the output's shape.
-    l2: the gradient of l2_penalty(model, l2), l2 * W for every Dense weight W, is added
-    to W.grad after each backward (the same as adding the penalty to the loss, without
-    computing its value every step); History.cost includes the penalty's value.
+    l2: the gradient of l2_penalty(model, l2), l2 * W for every Dense weight W that
+    requires grad (a frozen weight stays as it is), is added to W.grad after each backward
+    (the same as adding the penalty to the loss, without computing its value every step);
+    History.cost includes the penalty's value.
     rng / seed: the RandomState that shuffles (pass the one that drew the weights to
     replay the lecture). schedule(step) -> learning rate, set before each step.
     eval_train: after each epoch, the cost and accuracy over all of X in one extra
@@ -348,7 +349,8 @@ def fit(model, loss_fn, optimizer, X, y, *, epochs, batch_size, shuffle=True, rn
                     loss.backward()
                 if l2:  # the gradient of l2_penalty(model, l2): + l2 * W, as the lecture adds it
                     for w in l2_weights:
-                        _add_l2(w, l2, l2_buffers)
+                        if w.requires_grad:  # a frozen weight takes no penalty gradient
+                            _add_l2(w, l2, l2_buffers)
                 if check_finite:
                     for p in step_checked:
                         g = p.grad
