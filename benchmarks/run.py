@@ -127,18 +127,18 @@ def interleave(jobs, repeats, pause=0.1):
     return times
 
 
-def lockstep(run_library, peers, chunk):
+def lockstep(run_library, peers, chunk, lr):
     """One run of the library (`run_library(schedule)`: a call of `train.fit` given
-    `schedule`) and of each peer (a generator that yields after each step), in alternating
-    chunks of `chunk` steps: the peers' chunk k, then the library's chunk k, and so on (fit
-    calls `schedule(step)` before each step; every `chunk` steps it runs the peers). A
-    drift of the machine's speed, which on this machine moves single epochs by +-30%
-    within seconds, then slows all contenders alike. Only for peers that share the
-    library's BLAS threads: PyTorch's OpenMP threads and OpenBLAS's spin for a while after
-    their work, and in chunks this short each slowed the other's next chunk (PyTorch's
-    epoch took twice as long; with pauses at the switches both ran cold). Returns
-    {name: seconds}; the library's is fit's wall time minus the time spent in the peers'
-    chunks."""
+    `schedule`, which returns the constant learning rate `lr` to fit) and of each peer (a
+    generator that yields after each step), in alternating chunks of `chunk` steps: the
+    peers' chunk k, then the library's chunk k, and so on (fit calls `schedule(step)`
+    before each step; every `chunk` steps it runs the peers). A drift of the machine's
+    speed, which on this machine moves single epochs by +-30% within seconds, then slows
+    all contenders alike. Only for peers that share the library's BLAS threads: PyTorch's
+    OpenMP threads and OpenBLAS's spin for a while after their work, and in chunks this
+    short each slowed the other's next chunk (PyTorch's epoch took twice as long; with
+    pauses at the switches both ran cold). Returns {name: seconds}; the library's is fit's
+    wall time minus the time spent in the peers' chunks."""
     spent = {name: 0.0 for name, _ in peers}
     inside = 0.0
 
@@ -155,7 +155,7 @@ def lockstep(run_library, peers, chunk):
     def schedule(step):
         if step % chunk == 0:
             run_peers()
-        return LibraryLecture.lr
+        return lr
 
     t0 = time.perf_counter()
     run_library(schedule)
@@ -166,15 +166,16 @@ def lockstep(run_library, peers, chunk):
     return spent
 
 
-def interleave_lockstep(make_run, repeats, chunk, pause=0.1):
-    """`repeats` lockstep runs after an untimed one; make_run() -> (run_library, peers) for
-    each. The peers' order rotates from run to run. {name: [seconds, ...]}."""
+def interleave_lockstep(make_run, repeats, chunk, lr, pause=0.1):
+    """`repeats` lockstep runs after an untimed one (learning rate `lr`); make_run() ->
+    (run_library, peers) for each. The peers' order rotates from run to run.
+    {name: [seconds, ...]}."""
     times = {}
     for r in range(-1, repeats):
         run_library, peers = make_run()
         k = r % len(peers) if peers else 0
         time.sleep(pause)
-        spent = lockstep(run_library, peers[k:] + peers[:k], chunk)
+        spent = lockstep(run_library, peers[k:] + peers[:k], chunk, lr)
         if r >= 0:
             for name, seconds in spent.items():
                 times.setdefault(name, []).append(seconds)
@@ -277,8 +278,8 @@ class Suite:
                 return ((lambda schedule: lib.epoch(X, y, schedule=schedule)),
                         [(name, net.epoch_steps(X, Y, rngs[name])) for name, net in peers])
 
-            for key, seconds in interleave_lockstep(make_run, cfg.repeats,
-                                                    LOCKSTEP_CHUNK).items():
+            for key, seconds in interleave_lockstep(make_run, cfg.repeats, LOCKSTEP_CHUNK,
+                                                    LibraryLecture.lr).items():
                 times[f"{key} {name}"] = seconds
             if dtype == np.float32:
                 self.lib32 = lib
@@ -358,7 +359,8 @@ class Suite:
                 return ((lambda schedule: lib.epoch(X, y, b, schedule=schedule)),
                         [("numpy", ref.epoch_steps(X, Y, rng, batch_size=b))])
 
-            times = interleave_lockstep(make_run, cfg.repeats, max(1, steps // 10))
+            times = interleave_lockstep(make_run, cfg.repeats, max(1, steps // 10),
+                                        LibraryLecture.lr)
             self.raw[f"online_batch{batch}_seconds"] = times
             ratio = paired_ratio(times, "library", "numpy")
             per = 1e6 / steps

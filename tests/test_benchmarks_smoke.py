@@ -140,7 +140,7 @@ def test_lockstep_runs_every_step_of_each_contender_in_alternating_chunks():
 
     def library(schedule):  # a stand-in for fit: 23 steps, schedule called before each
         for step in range(23):
-            schedule(step)
+            assert schedule(step) == 0.25  # the learning rate given to lockstep
             log.append(("library", step))
 
     def peer(name, n):
@@ -148,7 +148,8 @@ def test_lockstep_runs_every_step_of_each_contender_in_alternating_chunks():
             log.append((name, step))
             yield
 
-    spent = run.lockstep(library, [("a", peer("a", 23)), ("b", peer("b", 23))], chunk=5)
+    spent = run.lockstep(library, [("a", peer("a", 23)), ("b", peer("b", 23))], chunk=5,
+                         lr=0.25)
     assert set(spent) == {"library", "a", "b"} and all(t >= 0 for t in spent.values())
     for name in ("library", "a", "b"):
         assert [s for who, s in log if who == name] == list(range(23))
