@@ -14,6 +14,8 @@ timed loop here too).
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 
@@ -123,23 +125,31 @@ class LeanMLP(NumpyMLP):
         np.divide(b["one"], z, out=z)
         return z
 
-    def step(self, X, Y, eta, l2):
+    def step(self, X, Y, eta, l2, marks=None):
+        """One step on a batch X (n, 784), one-hot Y (n, 10). marks: a list, or None; when
+        given, time.perf_counter() is appended after each of the five stages (forward
+        layer 1, forward layer 2, backward layer 2, backward layer 1, the updates) for
+        benchmarks/step_stages.py."""
         b = self._buffers_for(X.shape[0], eta, l2)
         z_h = np.dot(X, self.w_h, out=b["a_h"])
         z_h += self.b_h
         a_h = self._sigmoid_inplace(z_h, b)
+        _mark(marks)
         z_out = np.dot(a_h, self.w_out, out=b["a_out"])
         z_out += self.b_out
         delta_out = self._sigmoid_inplace(z_out, b)
+        _mark(marks)
         delta_out -= Y                                      # a_out - y
         if self.fold_lr:
             delta_out *= b["eta"]
+        grad_w_out = np.dot(a_h.T, delta_out, out=b["grad_w_out"])
         delta_h = np.dot(delta_out, self.w_out.T, out=b["delta_h"])
+        _mark(marks)
         slope = np.subtract(b["one"], a_h, out=b["slope"])
         slope *= a_h
         delta_h *= slope                                    # (delta_out w_out^T) a_h (1 - a_h)
-        grad_w_out = np.dot(a_h.T, delta_out, out=b["grad_w_out"])
         grad_w_h = np.dot(X.T, delta_h, out=b["grad_w_h"])
+        _mark(marks)
         for w, grad, bias, delta, scratch in (
                 (self.w_h, grad_w_h, self.b_h, delta_h, b["scratch_h"]),
                 (self.w_out, grad_w_out, self.b_out, delta_out, b["scratch_out"])):
@@ -151,6 +161,12 @@ class LeanMLP(NumpyMLP):
                 grad += np.multiply(w, b["l2"], out=scratch)
                 w -= np.multiply(grad, b["eta"], out=scratch)
                 bias -= np.multiply(np.add.reduce(delta, axis=0), b["eta"])
+        _mark(marks)
+
+
+def _mark(marks):
+    if marks is not None:
+        marks.append(time.perf_counter())
 
 def one_hot(y, n_classes=10, dtype=np.float64):
     out = np.zeros((len(y), n_classes), dtype=dtype)

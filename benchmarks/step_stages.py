@@ -1,4 +1,4 @@
-"""Where the time of one lecture training step goes, stage by stage: library and NumPy loop.
+"""Where the time of one lecture training step goes, stage by stage: library and NumPy loops.
 
     python benchmarks/step_stages.py [--batch 100] [--steps 1500] [--dtype float32] [--data DIR]
 
@@ -15,12 +15,14 @@ backward the clean-up of the step's arrays; "finite checks" sums fit's three sma
 (float(loss) and its check, the bias-gradient check, the running argmax). Weights after N
 steps equal fit's over the same batches, bit for bit (tests/test_benchmarks_smoke.py).
 
-The hand-written side is `NumpyMLP.step` written out inline with timers (the same numbers
-as `NumpyMLP.step`). Each iteration runs one library step and one NumPy step on the same
-batch (separate models, the same shuffled order), which one goes first alternating, after
-`--warmup` untimed steps. The table shows medians in microseconds per stage, their sum,
-and the median of the whole-step times (not the same number: a sum of medians is not the
-median of sums). A whole-step time includes its own 11 or 13 timer calls.
+The hand-written sides are the lecture's loop, `NumpyMLP.step` written out inline with
+timers (the same numbers as `NumpyMLP.step`), and the lean loop, `LeanMLP.step` (the
+library's arithmetic, every array reused, nothing else; it notes its own stage times).
+Each iteration runs one step of each on the same batch (separate models, the same shuffled
+order), which one goes first rotating, after `--warmup` untimed steps. The table shows
+medians in microseconds per stage, their sum, and the median of the whole-step times (not
+the same number: a sum of medians is not the median of sums). A whole-step time includes
+its own timer calls (11 or 13 in the library's, 7 in each loop's).
 """
 
 from __future__ import annotations
@@ -182,6 +184,18 @@ class LibraryNet:
 # ----------------------------------------------------------------------------- NumPy
 
 
+def lean_step(net, X, Y, idx, row):
+    """LeanMLP.step(X[idx], Y[idx], LR, L2), stage times (s) into `row`."""
+    t0 = time.perf_counter()
+    xb, yb = X[idx], Y[idx]
+    marks = [time.perf_counter()]
+    net.step(xb, yb, LR, L2, marks)
+    for key, a, b in zip(("fwd1", "fwd2", "bwd2", "bwd1", "sgd"), marks, marks[1:]):
+        row[COL[key]] = b - a
+    row[COL["gather"]] = marks[0] - t0
+    row[TOTAL] = marks[-1] - t0
+
+
 def numpy_step(net, X, Y, idx, row):
     """NumpyMLP.step(X[idx], Y[idx], LR, L2) written out, stage times (s) into `row`."""
     sigmoid = numpy_mlp.sigmoid
@@ -215,16 +229,17 @@ def numpy_step(net, X, Y, idx, row):
 
 
 class Result:
-    """lib, ref: (steps, len(STAGES) + 1) seconds, NaN where not measured; the last column
-    is the whole step. lib_net, ref_net: the trained models. recorded: steps not counted."""
+    """lib, ref, lean: (steps, len(STAGES) + 1) seconds, NaN where not measured; the last
+    column is the whole step. lib_net, ref_net, lean_net: the trained models. recorded:
+    steps not counted."""
 
-    def __init__(self, lib, ref, lib_net, ref_net, recorded, warmup):
-        self.lib, self.ref = lib, ref
-        self.lib_net, self.ref_net = lib_net, ref_net
+    def __init__(self, lib, ref, lean, lib_net, ref_net, lean_net, recorded, warmup):
+        self.lib, self.ref, self.lean = lib, ref, lean
+        self.lib_net, self.ref_net, self.lean_net = lib_net, ref_net, lean_net
         self.recorded, self.warmup = recorded, warmup
 
     def median_us(self, side, col, rows=None):
-        a = self.lib if side == "lib" else self.ref
+        a = {"lib": self.lib, "ref": self.ref, "lean": self.lean}[side]
         if rows is not None:
             a = a[rows]
         col = a[:, col]
@@ -233,7 +248,7 @@ class Result:
 
 
 def measure(X, y, batch=100, steps=1500, warmup=50, seed=0):
-    """Run `warmup` steps, then library and NumPy steps until `steps` replayed steps are
+    """Run `warmup` steps, then library, NumPy and lean NumPy steps until `steps` replayed steps are
     measured, on X, y (epochs over X's rows in the order of np.random.RandomState(seed), as
     fit shuffles). Recording steps (the first of each epoch) run but are not counted.
     Returns a Result."""
@@ -244,11 +259,12 @@ def measure(X, y, batch=100, steps=1500, warmup=50, seed=0):
     targets = numpy_mlp.one_hot(y, dtype=dtype)  # fit's one-hot targets, the same array
     lib_net = LibraryNet(dtype, n)
     ref_net = numpy_mlp.NumpyMLP(dtype=dtype)
+    lean_net = numpy_mlp.LeanMLP(dtype=dtype)
     rng = np.random.RandomState(seed)
     width = len(STAGES) + 1
-    lib, ref = [], []
+    lib, ref, lean = [], [], []
     recorded = i = 0
-    lib_row, ref_row = np.full(width, np.nan), np.full(width, np.nan)
+    lib_row, ref_row, lean_row = (np.full(width, np.nan) for _ in range(3))
     while len(lib) < steps:
         order = train._epoch_order(n, rng, True)
         lib_net.new_epoch()
@@ -256,23 +272,27 @@ def measure(X, y, batch=100, steps=1500, warmup=50, seed=0):
             if len(lib) >= steps:
                 break
             idx = order[start:start + batch]
-            lib_row[:] = np.nan
-            ref_row[:] = np.nan
+            for row in (lib_row, ref_row, lean_row):
+                row[:] = np.nan
             split = (i // 2) % 2 == 0
-            if i % 2 == 0:
-                replayed = lib_net.step(X, targets, idx, start, lib_row, split)
-                numpy_step(ref_net, X, targets, idx, ref_row)
-            else:
-                numpy_step(ref_net, X, targets, idx, ref_row)
-                replayed = lib_net.step(X, targets, idx, start, lib_row, split)
+            replayed = True
+            for k in range(3):  # the three sides, first one rotating
+                side = (i + k) % 3
+                if side == 0:
+                    replayed = lib_net.step(X, targets, idx, start, lib_row, split)
+                elif side == 1:
+                    numpy_step(ref_net, X, targets, idx, ref_row)
+                else:
+                    lean_step(lean_net, X, targets, idx, lean_row)
             if not replayed:
                 recorded += 1
             elif i >= warmup:
                 lib.append(lib_row.copy())
                 ref.append(ref_row.copy())
+                lean.append(lean_row.copy())
             i += 1
-    return Result(np.array(lib).reshape(-1, width), np.array(ref).reshape(-1, width),
-                  lib_net, ref_net, recorded, warmup)
+    return Result(*(np.array(a).reshape(-1, width) for a in (lib, ref, lean)),
+                  lib_net, ref_net, lean_net, recorded, warmup)
 
 
 def _fmt(us):
@@ -282,26 +302,31 @@ def _fmt(us):
 def table(result):
     """The Markdown table of medians (microseconds)."""
     split = ~np.isnan(result.lib[:, COL["fwd1"]])
-    lines = ["| stage | library (µs) | hand-written NumPy (µs) |", "| --- | ---: | ---: |"]
-    lib_sum = ref_sum = 0.0
+    lines = ["| stage | library (µs) | hand-written NumPy (µs) | lean NumPy (µs) |",
+             "| --- | ---: | ---: | ---: |"]
+    sums = {"lib": 0.0, "ref": 0.0, "lean": 0.0}
     for key, label, on_lib, on_ref in STAGES:
         if key in ("fwd_call", "bwd_call"):
             continue
-        lib_us = result.median_us("lib", COL[key]) if on_lib else float("nan")
-        ref_us = result.median_us("ref", COL[key]) if on_ref else float("nan")
-        lib_sum += 0.0 if math.isnan(lib_us) else lib_us
-        ref_sum += 0.0 if math.isnan(ref_us) else ref_us
-        ref_text = "in SGD step" if key == "l2" else _fmt(ref_us)
-        lines.append(f"| {label} | {_fmt(lib_us)} | {ref_text} |")
-    lines.append(f"| **sum of the stage medians** | **{lib_sum:.1f}** | **{ref_sum:.1f}** |")
+        us = {side: result.median_us(side, COL[key]) if on else float("nan")
+              for side, on in (("lib", on_lib), ("ref", on_ref), ("lean", on_ref))}
+        for side, value in us.items():
+            sums[side] += 0.0 if math.isnan(value) else value
+        ref_text = "in SGD step" if key == "l2" else _fmt(us["ref"])
+        lean_text = "in SGD step" if key == "l2" else _fmt(us["lean"])
+        lines.append(f"| {label} | {_fmt(us['lib'])} | {ref_text} | {lean_text} |")
+    lines.append(f"| **sum of the stage medians** | **{sums['lib']:.1f}** | "
+                 f"**{sums['ref']:.1f}** | **{sums['lean']:.1f}** |")
     lines.append(f"| **median of whole steps** (library: per-op timed steps) | "
                  f"**{result.median_us('lib', TOTAL, split):.1f}** | "
-                 f"**{result.median_us('ref', TOTAL):.1f}** |")
+                 f"**{result.median_us('ref', TOTAL):.1f}** | "
+                 f"**{result.median_us('lean', TOTAL):.1f}** |")
     for key in ("fwd_call", "bwd_call"):
         label = STAGES[COL[key]][1]
-        lines.append(f"| {label} (other steps) | {_fmt(result.median_us('lib', COL[key]))} | – |")
+        lines.append(f"| {label} (other steps) | {_fmt(result.median_us('lib', COL[key]))} "
+                     f"| – | – |")
     lines.append(f"| median of whole steps (library: steps with the two tape calls) | "
-                 f"{result.median_us('lib', TOTAL, ~split):.1f} | – |")
+                 f"{result.median_us('lib', TOTAL, ~split):.1f} | – | – |")
     return "\n".join(lines)
 
 
@@ -337,9 +362,11 @@ def main(argv=None):
     print()
     print(table(result))
     lib_total = result.lib[:, TOTAL]
-    ratio = float(np.median(lib_total / result.ref[:, TOTAL]))
     print()
-    print(f"median over steps of (library step / NumPy step on the same batch): {ratio:.2f}")
+    for side, name in (("ref", "NumPy"), ("lean", "lean NumPy")):
+        ratio = float(np.median(lib_total / getattr(result, side)[:, TOTAL]))
+        print(f"median over steps of (library step / {name} step on the same batch): "
+              f"{ratio:.2f}")
 
 
 if __name__ == "__main__":

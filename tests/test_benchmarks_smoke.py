@@ -69,7 +69,8 @@ def test_step_stages_times_every_stage_and_steps_exactly_as_fit():
     # 4 warm-up + 15 measured + 1 recording step of batch 10: two epochs of 100 rows (each
     # records a tape in its first step)
     result = stages.measure(X, y, batch=10, steps=15, warmup=4, seed=0)
-    assert result.recorded == 2 and result.lib.shape[0] == result.ref.shape[0] == 15
+    assert result.recorded == 2
+    assert result.lib.shape[0] == result.ref.shape[0] == result.lean.shape[0] == 15
 
     split = ~np.isnan(result.lib[:, stages.COL["fwd1"]])
     assert 0 < split.sum() < len(split)  # both the per-op steps and the tape-call steps ran
@@ -78,11 +79,14 @@ def test_step_stages_times_every_stage_and_steps_exactly_as_fit():
         lib = lib[~np.isnan(lib)]
         assert (lib.size > 0) == on_lib, key
         assert np.all(np.isfinite(lib) & (lib > 0)), (key, lib)
-        ref = result.ref[:, stages.COL[key]]
-        assert np.all(np.isfinite(ref) & (ref > 0)) if on_ref else np.all(np.isnan(ref)), key
-    for times in (result.lib[:, stages.TOTAL], result.ref[:, stages.TOTAL]):
+        for ref in (result.ref[:, stages.COL[key]], result.lean[:, stages.COL[key]]):
+            assert (np.all(np.isfinite(ref) & (ref > 0)) if on_ref
+                    else np.all(np.isnan(ref))), key
+    for times in (result.lib[:, stages.TOTAL], result.ref[:, stages.TOTAL],
+                  result.lean[:, stages.TOTAL]):
         assert np.all(np.isfinite(times) & (times > 0))
-    assert "| **sum of the stage medians** |" in stages.table(result)
+    text = stages.table(result)
+    assert "| **sum of the stage medians** |" in text and "lean NumPy (µs)" in text
 
     model = stages.lecture_model(np.float32)
     start = [p.data.copy() for p in model.parameters()]
@@ -96,13 +100,15 @@ def test_step_stages_times_every_stage_and_steps_exactly_as_fit():
         assert np.array_equal(p.data, q.data), p.shape
     assert history.cost[-1] == result.lib_net.run_loss / 10  # the same batch losses
 
-    net = stages.numpy_mlp.NumpyMLP(dtype=np.float32)  # the inline NumPy step is NumpyMLP.step
-    rng = np.random.RandomState(0)
     Y = stages.numpy_mlp.one_hot(y, dtype=np.float32)
-    for _ in range(2):
-        net.epoch(X, Y, rng, eta=stages.LR, l2=stages.L2, batch_size=10)
-    for name in ("w_h", "b_h", "w_out", "b_out"):
-        assert np.array_equal(getattr(net, name), getattr(result.ref_net, name)), name
+    # the inline NumPy step is NumpyMLP.step; the timed lean step is LeanMLP.step
+    for net, timed in ((stages.numpy_mlp.NumpyMLP(dtype=np.float32), result.ref_net),
+                       (stages.numpy_mlp.LeanMLP(dtype=np.float32), result.lean_net)):
+        rng = np.random.RandomState(0)
+        for _ in range(2):
+            net.epoch(X, Y, rng, eta=stages.LR, l2=stages.L2, batch_size=10)
+        for name in ("w_h", "b_h", "w_out", "b_out"):
+            assert np.array_equal(getattr(net, name), getattr(timed, name)), name
 
 
 def test_lean_numpy_loop_makes_the_lecture_loops_numbers():
