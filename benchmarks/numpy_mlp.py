@@ -19,9 +19,14 @@ import time
 import numpy as np
 
 
+def clip_bound(dtype):
+    """|z| beyond which sigmoid is clipped: exp(-z) cannot overflow in `dtype`."""
+    return 250.0 if dtype == np.float64 else 88.0
+
+
 def sigmoid(z):
     """The lecture's logistic function; the clip bound fits the dtype (exp cannot overflow)."""
-    bound = 250.0 if z.dtype == np.float64 else 88.0
+    bound = clip_bound(z.dtype)
     return 1.0 / (1.0 + np.exp(-np.clip(z, -bound, bound)))
 
 
@@ -74,7 +79,6 @@ class NumpyMLP:
                          + self.b_out, axis=1)
 
 
-
 class LeanMLP(NumpyMLP):
     """NumpyMLP written for speed instead of to mirror the lecture: a reference for how fast
     hand-written NumPy can train this network (benchmarks/run.py, rows 1c, 1d and 2**).
@@ -105,7 +109,7 @@ class LeanMLP(NumpyMLP):
         if b is None:
             dtype = self.w_h.dtype
             hidden, out = self.w_h.shape[1], self.w_out.shape[1]
-            bound = 250.0 if dtype == np.float64 else 88.0
+            bound = clip_bound(dtype)
             b = self._buffers[key] = {
                 "a_h": np.empty((n, hidden), dtype), "a_out": np.empty((n, out), dtype),
                 "delta_h": np.empty((n, hidden), dtype), "slope": np.empty((n, hidden), dtype),
@@ -167,6 +171,7 @@ class LeanMLP(NumpyMLP):
 def _mark(marks):
     if marks is not None:
         marks.append(time.perf_counter())
+
 
 def one_hot(y, n_classes=10, dtype=np.float64):
     out = np.zeros((len(y), n_classes), dtype=dtype)

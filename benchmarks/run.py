@@ -272,11 +272,11 @@ class Suite:
                 peers += [("lean", numpy_mlp.LeanMLP(seed=1, dtype=dtype)),
                           ("lean folded", numpy_mlp.LeanMLP(seed=1, dtype=dtype,
                                                             fold_lr=True))]
-            rngs = {name: np.random.RandomState(2) for name, _ in peers}
+            rngs = {peer: np.random.RandomState(2) for peer, _ in peers}
 
             def make_run(lib=lib, peers=peers, rngs=rngs, X=X, y=y, Y=Y):
                 return ((lambda schedule: lib.epoch(X, y, schedule=schedule)),
-                        [(name, net.epoch_steps(X, Y, rngs[name])) for name, net in peers])
+                        [(peer, net.epoch_steps(X, Y, rngs[peer])) for peer, net in peers])
 
             for key, seconds in interleave_lockstep(make_run, cfg.repeats, LOCKSTEP_CHUNK,
                                                     LibraryLecture.lr).items():

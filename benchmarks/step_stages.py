@@ -239,7 +239,7 @@ class Result:
         self.recorded, self.warmup = recorded, warmup
 
     def median_us(self, side, col, rows=None):
-        a = {"lib": self.lib, "ref": self.ref, "lean": self.lean}[side]
+        a = getattr(self, side)  # "lib", "ref" or "lean"
         if rows is not None:
             a = a[rows]
         col = a[:, col]
