@@ -36,7 +36,7 @@ from operator import itemgetter
 import numpy as np
 
 from . import tensor as _tensor
-from .tensor import Context, Tensor, _reduce_to
+from .tensor import Context, Tensor, _add_leaf_grad, _as_input_grad
 
 __all__ = ["StepTape", "is_static", "can_replay"]
 
@@ -273,18 +273,9 @@ class StepTape:
                 pg = in_grads[k]
                 if pg is None:
                     continue
-                if pg.__class__ is not np.ndarray:
-                    pg = np.asarray(pg)
-                like = slots[slot]
-                if pg.shape != like.shape:
-                    pg = _reduce_to(pg, like.shape, op.function)
-                dtype = like.dtype
-                if pg.dtype is not dtype and pg.dtype != dtype:
-                    pg = pg.astype(dtype)
-                if leaf is not None:  # the leaf owns its gradient array, as in the engine
-                    if pg is g or pg.base is not None:
-                        pg = pg.copy()
-                    leaf.grad = pg if leaf.grad is None else leaf.grad + pg
+                pg = _as_input_grad(pg, slots[slot], op.function)
+                if leaf is not None:
+                    _add_leaf_grad(leaf, pg, g)
                 else:
                     prev = get(slot)
                     grads[slot] = pg if prev is None else prev + pg

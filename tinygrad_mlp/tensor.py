@@ -502,21 +502,12 @@ class Tensor:
                 for p, pg in zip(parents, in_grads):
                     if pg is None or not p.requires_grad:
                         continue
-                    pdata = p.data
-                    if pg.__class__ is not np.ndarray:
-                        pg = np.asarray(pg)
-                    if pg.shape != pdata.shape:
-                        pg = _reduce_to(pg, pdata.shape, ctx.function)
-                    dtype = pdata.dtype
-                    if pg.dtype is not dtype and pg.dtype != dtype:
-                        pg = pg.astype(dtype)
+                    pg = _as_input_grad(pg, p.data, ctx.function)
                     if anomaly:
                         _check_finite(pg, f"{ctx.function.name}: backward produced", parents)
                     pctx = p._ctx
-                    if pctx is None:  # a leaf: it must own its gradient array
-                        if pg is g or pg.base is not None:
-                            pg = pg.copy()
-                        p.grad = pg if p.grad is None else p.grad + pg
+                    if pctx is None:
+                        _add_leaf_grad(p, pg, g)
                     else:
                         key = id(p)
                         prev = get(key)
@@ -661,6 +652,28 @@ class Tensor:
 
 def _unwrap(x):
     return x.data if isinstance(x, Tensor) else x
+
+
+def _as_input_grad(pg, like, function):
+    """A gradient `pg` from `function`'s backward, made the gradient of an input whose array
+    is `like`: an ndarray of like's shape (unbroadcast) and dtype. Used by `backward` and by
+    replay.StepTape, which must give the same numbers."""
+    if pg.__class__ is not np.ndarray:
+        pg = np.asarray(pg)
+    if pg.shape != like.shape:
+        pg = _reduce_to(pg, like.shape, function)
+    dtype = like.dtype
+    if pg.dtype is not dtype and pg.dtype != dtype:
+        pg = pg.astype(dtype)
+    return pg
+
+
+def _add_leaf_grad(leaf, pg, g):
+    """Sum `pg` into `leaf.grad`. A leaf owns its gradient array: a view, or the upstream
+    gradient `g` passed through unchanged, is copied first."""
+    if pg is g or pg.base is not None:
+        pg = pg.copy()
+    leaf.grad = pg if leaf.grad is None else leaf.grad + pg
 
 
 def _reduce_to(pg, shape, function):
