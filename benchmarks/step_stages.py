@@ -49,7 +49,7 @@ from tinygrad_mlp.replay import StepTape, can_replay, is_static  # noqa: E402
 LR, L2 = 0.0005, 0.01
 TAPE_OPS = ("dense", "sigmoid", "dense", "sigmoid", "sigmoid_binary_cross_entropy")
 
-# Stages: (key, label, library?, NumPy?). NaN where a step does not measure a stage.
+# Stages: (key, label, library?, NumPy loops?). NaN where a step does not measure a stage.
 STAGES = (
     ("zero_grad", "`optimizer.zero_grad()`", True, False),
     ("gather", "row gather `X[idx]`, `targets[idx]`", True, True),
