@@ -14,6 +14,7 @@ import pytest
 
 from tinygrad_mlp import Tensor, detect_anomaly, nn, no_grad, optim, replay, train
 from tinygrad_mlp.replay import StepTape
+from tinygrad_mlp.tensor import Function
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -814,3 +815,99 @@ def test_an_op_of_another_thread_during_recording_means_no_tape():
     # the same module without the other thread's op records a tape
     tape, _, _ = StepTape.record(nn.Sequential(model.dense), loss_fn, X[:20], y[:20])
     assert tape is not None
+
+
+# ----------------------------------------------------------------------------- compiled code
+
+
+def interpreted_step(tape, model, xb, yb):
+    """A step through the tape's interpreter (the loops the compiled code unrolls)."""
+    model.zero_grad()
+    tape.load(xb, yb)
+    tape.run_forward(tape.ops)
+    out, loss = tape.slots[tape.out_slot].copy(), tape.slots[tape.loss_slot].copy()
+    tape.run_backward(tape.order, tape.seed())
+    tape.release()
+    return out, loss, [p.grad.copy() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("make", [
+    lambda: (lecture_net(n_in=30), nn.BinaryCrossEntropy(), "lecture"),
+    lambda: (Branchy(6, np.float32), nn.CrossEntropy(), "branchy"),
+    lambda: (Branchy(6, np.float64), nn.MSE("sum"), "branchy"),
+])
+def test_compiled_step_equals_the_interpreter(make):
+    model, loss_fn, kind = make()
+    rng = np.random.RandomState(5)
+    dtype = model.parameters()[0].dtype
+    if kind == "lecture":
+        data = [(rng.uniform(0, 1, (20, 30)).astype(dtype),
+                 np.eye(10, dtype=dtype)[rng.randint(0, 10, 20)]) for _ in range(4)]
+    else:
+        data = [(b[0], b[1] if isinstance(loss_fn, nn.CrossEntropy) else b[2])
+                for b in batches(6, 4, dtype=dtype)]
+    tape, _, _ = StepTape.record(model, loss_fn, *data[0])
+    assert tape is not None
+    for xb, yb in data[1:]:
+        compiled = tape_step(tape, model, xb, yb)
+        assert_same_step(compiled, interpreted_step(tape, model, xb, yb))
+        assert_same_step(compiled, engine_step(model, loss_fn, xb, yb))
+        for p in model.parameters():
+            p.data -= 0.01 * p.grad  # a step: the next batch meets new weights
+    assert all(s is None for s in tape.slots[tape.n_fixed:])  # released, as the loop does
+
+
+def test_tape_source_is_the_step_written_out():
+    model, loss_fn = lecture_net(n_in=30), nn.BinaryCrossEntropy()
+    X, y = lecture_data(n=20, n_in=30)
+    tape, _, _ = StepTape.record(model, loss_fn, X, np.eye(10, dtype=np.float32)[y])
+    forward, backward = tape.source.split("\ndef backward")
+    calls = [line.split("# ")[-1] for line in forward.splitlines() if "= fwd" in line]
+    assert calls == ["dense", "sigmoid", "dense", "sigmoid", "sigmoid_binary_cross_entropy"]
+    assert forward.count("fwd") == len(tape.ops)
+    # backward visits the tracked ops last to first; the leaves get their gradients there
+    visits = [line.split("# ")[-1] for line in backward.splitlines() if "is not None:  #" in line]
+    assert visits == [op.function.name for op in tape.order]
+    assert backward.count("add_leaf_grad(") == len(model.parameters())
+    compile(tape.source, "<source>", "exec")  # it is the code that runs: valid Python
+
+
+class _TooManyGrads(Function):
+    name = "too_many_grads"
+
+    @staticmethod
+    def forward(ctx, x):
+        return x * 2.0
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * 2.0, g
+
+
+class _DoublesBadly(nn.Module):
+    static_graph = True
+
+    def __init__(self):
+        self.w = Tensor(np.ones(3), requires_grad=True)
+
+    def forward(self, x):
+        return _TooManyGrads.apply(x * self.w)
+
+
+def test_compiled_backward_names_an_op_with_the_wrong_number_of_gradients():
+    model, loss_fn = _DoublesBadly(), nn.MSE("sum")
+    X, Y = np.ones((3, 4, 3)), np.zeros((3, 4, 3))
+    tape, out, loss = StepTape.record(model, loss_fn, X[0], Y[0])
+    assert tape is not None
+    with pytest.raises(RuntimeError) as engine_error:
+        loss.backward()
+    tape.forward(X[1], Y[1])
+    with pytest.raises(RuntimeError) as tape_error:
+        tape.backward()
+    tape.load(X[2], Y[2])
+    tape.run_forward(tape.ops)
+    with pytest.raises(RuntimeError) as loop_error:
+        tape.run_backward(tape.order, tape.seed())
+    message = "too_many_grads: backward returned 2 gradient(s) for 1 input(s)"
+    assert message in str(engine_error.value)
+    assert str(tape_error.value) == str(loop_error.value) == message

@@ -36,6 +36,7 @@ from operator import itemgetter
 import numpy as np
 
 from . import tensor as _tensor
+from .tape_code import compile_tape
 from .tensor import Context, Tensor, _add_leaf_grad, _as_input_grad
 
 __all__ = ["StepTape", "is_static", "can_replay"]
@@ -88,8 +89,8 @@ class _Op:
     `grads_to`: for each input that requires grad, (its position, its slot, the leaf
     Tensor or None for an op output)."""
 
-    __slots__ = ("function", "ctx", "inputs", "single", "params", "slot_params", "out",
-                 "grads_to", "tracked")
+    __slots__ = ("function", "ctx", "input_slots", "inputs", "single", "params",
+                 "slot_params", "out", "grads_to", "tracked")
 
     def __init__(self, function, recorded_ctx, inputs, params, slot_params, out, grads_to,
                  tracked):
@@ -103,6 +104,7 @@ class _Op:
         ctx.seq = -1
         self.function = function
         self.ctx = ctx
+        self.input_slots = inputs
         self.inputs = itemgetter(*inputs) if len(inputs) > 1 else None
         self.single = inputs[0] if len(inputs) == 1 else None
         self.params = params
@@ -122,7 +124,8 @@ class StepTape:
     tape.backward()                            # adds d loss / d leaf to each leaf's .grad
     """
 
-    __slots__ = ("ops", "order", "leaves", "slots", "n_fixed", "out_slot", "loss_slot")
+    __slots__ = ("ops", "order", "leaves", "slots", "n_fixed", "out_slot", "loss_slot",
+                 "source", "_forward", "_backward")
 
     def __init__(self, ops, leaves, consts, out_slot, loss_slot):
         self.ops = ops
@@ -132,6 +135,9 @@ class StepTape:
         self.n_fixed = 2 + len(leaves) + len(consts)
         self.out_slot = out_slot
         self.loss_slot = loss_slot
+        # forward and backward run the same calls as run_forward and run_backward, written
+        # out line by line (tape_code.py); `source` is that code, for reading
+        self._forward, self._backward, self.source = compile_tape(self)
 
     @classmethod
     def record(cls, model, loss_fn, batch, targets):
@@ -212,17 +218,16 @@ class StepTape:
 
     def forward(self, batch, targets):
         """Run the recorded ops on a new batch; (the model's output, the loss) as arrays."""
-        self.load(batch, targets)
-        self.run_forward(self.ops)
-        return self.slots[self.out_slot], self.slots[self.loss_slot]
+        return self._forward(batch, targets)
 
     def backward(self):
         """Add the gradient of the loss of the last `forward` to every leaf's `.grad`, as
         `loss.backward()` would, then drop the step's arrays."""
-        self.run_backward(self.order, self.seed())
+        self._backward(self.seed()[self.loss_slot])
         self.release()
 
-    # The pieces of forward and backward (benchmarks/step_stages.py times them one by one).
+    # The interpreter: forward and backward as loops over the ops, in pieces (what the
+    # compiled code unrolls; benchmarks/step_stages.py times the pieces one by one).
     def load(self, batch, targets):
         """Put the batch, the targets and each leaf's current array into their slots."""
         slots = self.slots
