@@ -38,7 +38,18 @@ import subprocess
 import sys
 import time
 
-import numpy as np
+# OpenBLAS's idle threads spin for 2^28 cycles (about 0.1 s here) before they sleep, and
+# a spinning thread takes a core from whatever runs next: PyTorch's OpenMP threads, in row
+# 2's chunks, took twice as long behind it. 2^22 cycles (about 1.5 ms) is still far longer
+# than the gaps between the matrix products of a training step, so NumPy's own speed does
+# not change; it only lets the threads go idle in the pauses between contenders. It must
+# be set before NumPy loads OpenBLAS (an environment variable that is already set wins).
+if "numpy" not in sys.modules:
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "22")
+OPENBLAS_THREAD_TIMEOUT = (os.environ.get("OPENBLAS_THREAD_TIMEOUT")
+                           if "numpy" not in sys.modules else None)
+
+import numpy as np  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -54,6 +65,7 @@ from tinygrad_mlp import nn, optim, train  # noqa: E402
 
 MB = 1024 * 1024
 LOCKSTEP_CHUNK = 55  # steps per chunk of a lockstep run: ten chunks in a lecture epoch
+TORCH_CHUNK_PAUSE = 0.02  # seconds before each chunk of a lockstep run against PyTorch
 
 
 @dataclasses.dataclass
@@ -62,8 +74,8 @@ class Config:
 
     rows: int = 55000            # training rows of a lecture epoch
     repeats: int = 9             # interleaved repeats of the epoch and online runs
-    torch_repeats: int = 25      # whole-epoch repeats against PyTorch (row 2): single
-    #                              paired ratios range over +-40%, so more of them
+    torch_repeats: int = 15      # lockstep epochs against PyTorch (row 2); whole epochs
+    #                              interleaved spread over +-40%, lockstep ones +-5%
     online_steps: int = 2000     # steps of the online runs (batch 1 and batch 10)
     memory_epochs: int = 20      # epochs of the memory run (child process)
     memory_rows: int = 0         # 0: all 55,000 rows
@@ -127,18 +139,18 @@ def interleave(jobs, repeats, pause=0.1):
     return times
 
 
-def lockstep(run_library, peers, chunk, lr):
+def lockstep(run_library, peers, chunk, lr, pause=0.0):
     """One run of the library (`run_library(schedule)`: a call of `train.fit` given
     `schedule`, which returns the constant learning rate `lr` to fit) and of each peer (a
     generator that yields after each step), in alternating chunks of `chunk` steps: the
     peers' chunk k, then the library's chunk k, and so on (fit calls `schedule(step)`
     before each step; every `chunk` steps it runs the peers). A drift of the machine's
     speed, which on this machine moves single epochs by +-30% within seconds, then slows
-    all contenders alike. Only for peers that share the library's BLAS threads: PyTorch's
-    OpenMP threads and OpenBLAS's spin for a while after their work, and in chunks this
-    short each slowed the other's next chunk (PyTorch's epoch took twice as long; with
-    pauses at the switches both ran cold). Returns {name: seconds}; the library's is fit's
-    wall time minus the time spent in the peers' chunks."""
+    all contenders alike. `pause` seconds before each chunk (not timed) let the threads of
+    the previous contender go idle: needed with PyTorch, whose OpenMP threads and
+    OpenBLAS's spin for a while after their work (see OPENBLAS_THREAD_TIMEOUT above).
+    Returns {name: seconds}; the library's is fit's wall time minus the time spent in the
+    peers' chunks and the pauses."""
     spent = {name: 0.0 for name, _ in peers}
     inside = 0.0
 
@@ -146,10 +158,14 @@ def lockstep(run_library, peers, chunk, lr):
         nonlocal inside
         t_in = time.perf_counter()
         for name, steps in peers:
+            if pause:
+                time.sleep(pause)
             t = time.perf_counter()
             for _ in itertools.islice(steps, chunk):
                 pass
             spent[name] += time.perf_counter() - t
+        if pause:
+            time.sleep(pause)
         inside += time.perf_counter() - t_in
 
     def schedule(step):
@@ -166,16 +182,16 @@ def lockstep(run_library, peers, chunk, lr):
     return spent
 
 
-def interleave_lockstep(make_run, repeats, chunk, lr, pause=0.1):
-    """`repeats` lockstep runs after an untimed one (learning rate `lr`); make_run() ->
-    (run_library, peers) for each. The peers' order rotates from run to run.
-    {name: [seconds, ...]}."""
+def interleave_lockstep(make_run, repeats, chunk, lr, pause=0.1, chunk_pause=0.0):
+    """`repeats` lockstep runs after an untimed one (learning rate `lr`, `chunk_pause`
+    before each chunk); make_run() -> (run_library, peers) for each. The peers' order
+    rotates from run to run. {name: [seconds, ...]}."""
     times = {}
     for r in range(-1, repeats):
         run_library, peers = make_run()
         k = r % len(peers) if peers else 0
         time.sleep(pause)
-        spent = lockstep(run_library, peers[k:] + peers[:k], chunk, lr)
+        spent = lockstep(run_library, peers[k:] + peers[:k], chunk, lr, chunk_pause)
         if r >= 0:
             for name, seconds in spent.items():
                 times.setdefault(name, []).append(seconds)
@@ -284,27 +300,28 @@ class Suite:
             if dtype == np.float32:
                 self.lib32 = lib
                 if torch is not None:
-                    # Whole epochs, a pause between them (see `lockstep` for why not in
-                    # chunks).
+                    # In lockstep too, with a pause before each chunk (TORCH_CHUNK_PAUSE)
+                    # so that no contender's idle threads spin into the next one's chunk.
                     params = [lecture_model(np.float32)[i] for i in (0, 2)]
                     peer = torch_mlp.LectureNet(torch, [p.weight.data for p in params],
                                                 [p.bias.data for p in params])
-                    Xt, Yt, t_rng = torch.from_numpy(X), torch.from_numpy(Y), \
-                        np.random.RandomState(2)
+                    Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
                     # references: hand-written NumPy (the lecture's, the leanest) / PyTorch
-                    ref2, ref2_rng = numpy_mlp.NumpyMLP(seed=1, dtype=dtype), \
-                        np.random.RandomState(2)
-                    lean, lean_rng = numpy_mlp.LeanMLP(seed=1, dtype=dtype, fold_lr=True), \
-                        np.random.RandomState(2)
-                    vs_torch = interleave([
-                        ("library float32", lambda lib=lib, X=X, y=y: lib.epoch(X, y)),
-                        ("torch float32", lambda p=peer, Xt=Xt, Yt=Yt, r=t_rng:
-                         p.epoch(Xt, Yt, r)),
-                        ("numpy float32", lambda ref=ref2, X=X, Y=Y, r=ref2_rng:
-                         ref.epoch(X, Y, r)),
-                        ("lean folded float32", lambda ref=lean, X=X, Y=Y, r=lean_rng:
-                         ref.epoch(X, Y, r)),
-                    ], cfg.torch_repeats)
+                    ref2 = numpy_mlp.NumpyMLP(seed=1, dtype=dtype)
+                    lean = numpy_mlp.LeanMLP(seed=1, dtype=dtype, fold_lr=True)
+                    t_rngs = {k: np.random.RandomState(2) for k in ("torch", "numpy", "lean")}
+
+                    def make_torch_run(lib=lib, X=X, y=y, Y=Y, Xt=Xt, Yt=Yt, peer=peer,
+                                       ref2=ref2, lean=lean, r=t_rngs):
+                        return ((lambda schedule: lib.epoch(X, y, schedule=schedule)), [
+                            ("torch", peer.epoch_steps(Xt, Yt, r["torch"])),
+                            ("numpy", ref2.epoch_steps(X, Y, r["numpy"])),
+                            ("lean folded", lean.epoch_steps(X, Y, r["lean"]))])
+
+                    vs_torch = {f"{key} float32": seconds for key, seconds in
+                                interleave_lockstep(make_torch_run, cfg.torch_repeats,
+                                                    LOCKSTEP_CHUNK, LibraryLecture.lr,
+                                                    chunk_pause=TORCH_CHUNK_PAUSE).items()}
         self.raw["lecture_epoch_seconds"] = times
         for tag, name in (("1a", "float32"), ("1b", "float64")):
             ratio = paired_ratio(times, f"library {name}", f"numpy {name}")
@@ -555,6 +572,11 @@ class Suite:
         for line in machine.describe(self.torch):
             self.log(line)
         self.log(f"data: {self.source}; configuration: {self.cfg.label}")
+        self.log("OpenBLAS idle threads sleep after 2^"
+                 f"{OPENBLAS_THREAD_TIMEOUT} cycles (OPENBLAS_THREAD_TIMEOUT)"
+                 if OPENBLAS_THREAD_TIMEOUT else "note: NumPy was loaded before run.py could "
+                 "set OPENBLAS_THREAD_TIMEOUT: OpenBLAS's idle threads spin for 0.1 s and "
+                 "slow the next contender (row 2)")
         if not self.real:
             self.log("note: synthetic data: timings are meaningful, accuracies are not")
         t0 = time.perf_counter()

@@ -10,6 +10,7 @@ import io
 import math
 import os
 import sys
+import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -162,3 +163,30 @@ def test_lockstep_runs_every_step_of_each_contender_in_alternating_chunks():
     # chunks of 5 alternate: a's and b's chunk k run just before the library's chunk k
     assert [who for who, _ in log[:15]] == ["a"] * 5 + ["b"] * 5 + ["library"] * 5
     assert [who for who, _ in log[15:30]] == ["a"] * 5 + ["b"] * 5 + ["library"] * 5
+
+
+def test_lockstep_pauses_before_each_chunk_and_counts_no_pause_as_work():
+    # row 2's lockstep against PyTorch sleeps before each chunk; no contender is charged
+    # for the sleeps: each one's time is the time of its own steps
+    run = _load_suite()
+    work = 0.002  # seconds per step of every contender
+    pause = 0.03
+
+    def library(schedule):
+        for step in range(6):
+            schedule(step)
+            time.sleep(work)
+
+    def peer():
+        for _ in range(6):
+            time.sleep(work)
+            yield
+
+    t0 = time.perf_counter()
+    spent = run.lockstep(library, [("a", peer()), ("b", peer())], chunk=2, lr=0.1,
+                         pause=pause)
+    wall = time.perf_counter() - t0
+    # three chunks, each with a pause before a's, b's and the library's chunk
+    assert wall >= 9 * pause + 18 * work
+    for name in ("library", "a", "b"):
+        assert 6 * work <= spent[name] < 6 * work + pause, (name, spent[name])

@@ -25,6 +25,10 @@ from .tensor import _add_leaf_grad, _as_input_grad
 __all__ = ["compile_tape"]
 
 
+_compiled = {}  # source -> code object: the names bound to it differ per tape, the code not
+_MAX_CACHED = 64
+
+
 def _arity_error(function, got, want):
     raise RuntimeError(f"{function.name}: backward returned {got} gradient(s) for {want} "
                        f"input(s)")
@@ -110,6 +114,10 @@ def compile_tape(tape):
              "add_leaf_grad": _add_leaf_grad, "arity_error": _arity_error}
     lines = _forward_lines(tape, names) + [""] + _backward_lines(tape, names)
     source = "\n".join(lines) + "\n"
-    code = compile(source, "<tinygrad_mlp step tape>", "exec")
+    code = _compiled.get(source)
+    if code is None:  # fit records a tape each epoch: compile each distinct source once
+        if len(_compiled) >= _MAX_CACHED:
+            _compiled.clear()
+        code = _compiled[source] = compile(source, "<tinygrad_mlp step tape>", "exec")
     exec(code, names)  # noqa: S102 (our own generated code, from the recorded ops only)
     return names["forward"], names["backward"], source
