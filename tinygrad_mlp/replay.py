@@ -223,8 +223,7 @@ class StepTape:
     def backward(self):
         """Add the gradient of the loss of the last `forward` to every leaf's `.grad`, as
         `loss.backward()` would, then drop the step's arrays."""
-        self._backward(self.seed()[self.loss_slot])
-        self.release()
+        self._backward()
 
     # The interpreter: forward and backward as loops over the ops, in pieces (what the
     # compiled code unrolls; benchmarks/step_stages.py times the pieces one by one).

@@ -73,14 +73,19 @@ def _forward_lines(tape, names):
 
 
 def _backward_lines(tape, names):
-    """The loop of StepTape.run_backward unrolled: `g{slot}` is the gradient of an op
-    output so far (None until one arrives), summed in the order the loop sums it."""
+    """StepTape.seed, run_backward and release unrolled: `g{slot}` is the gradient of an
+    op output so far (None until one arrives), summed in the order the loop sums it. The
+    common case of `_as_input_grad` (a gradient that already is an ndarray of the input's
+    shape and dtype) is tested inline, so that only other gradients pay for the call."""
     op_slots = [op.out for op in tape.ops if op.out != tape.loss_slot]
-    lines = ["def backward(seed):",
-             "    slots = tape_slots"]
+    loss = f"v{tape.loss_slot}"
+    lines = ["def backward():",
+             "    slots = tape_slots",
+             f"    {loss} = slots[{tape.loss_slot}]",
+             f"    g{tape.loss_slot} = (array(1, dtype={loss}.dtype) if {loss}.shape == () else"
+             f" ones({loss}.shape, dtype={loss}.dtype))  # d loss / d loss"]
     if op_slots:
         lines.append("    " + " = ".join(f"g{s}" for s in op_slots) + " = None")
-    lines.append(f"    g{tape.loss_slot} = seed")
     for op in tape.order:
         i = tape.ops.index(op)
         names[f"bwd{i}"] = op.function.backward
@@ -96,22 +101,34 @@ def _backward_lines(tape, names):
         for k, slot, leaf in op.grads_to:
             lines += [f"        pg = r[{k}]",
                       "        if pg is not None:",
-                      f"            pg = as_input_grad(pg, slots[{slot}], F{i})"]
+                      f"            like = slots[{slot}]",
+                      "            if (pg.__class__ is not ndarray or pg.shape != like.shape"
+                      " or pg.dtype is not like.dtype):",
+                      f"                pg = as_input_grad(pg, like, F{i})"]
             if leaf is not None:
                 names[f"leaf{slot}"] = leaf
                 lines.append(f"            add_leaf_grad(leaf{slot}, pg, {g})")
             else:
                 lines.append(f"            g{slot} = pg if g{slot} is None else g{slot} + pg")
-        lines.append(f"        {g} = r = pg = None")  # drop them now, as the loop does
+        lines.append(f"        {g} = r = pg = like = None")  # dropped, as the loop does
+    lines.append("    # release: what the contexts keep and the step's arrays")
+    for i, _ in enumerate(tape.ops):
+        lines += [f"    ctx{i}.saved = ()",
+                  f"    ctx{i}.__dict__.clear()"]
+    lines += ["    slots[0] = slots[1] = None",
+              f"    slots[{tape.n_fixed}:] = no_arrays"]
+    names["no_arrays"] = [None] * (len(tape.slots) - tape.n_fixed)
     return lines
 
 
 def compile_tape(tape):
-    """(forward(batch, targets) -> (out, loss), backward(seed), source) for `tape`; both
-    functions read and write `tape.slots` as run_forward and run_backward do."""
-    names = {"ndarray": np.ndarray, "asarray": np.asarray, "slots": tape.slots,
-             "tape_slots": tape.slots, "as_input_grad": _as_input_grad,
-             "add_leaf_grad": _add_leaf_grad, "arity_error": _arity_error}
+    """(forward(batch, targets) -> (out, loss), backward(), source) for `tape`: the
+    calls of load + run_forward, and of seed + run_backward + release; both read and
+    write `tape.slots` as those do."""
+    names = {"ndarray": np.ndarray, "asarray": np.asarray, "array": np.array,
+             "ones": np.ones, "slots": tape.slots, "tape_slots": tape.slots,
+             "as_input_grad": _as_input_grad, "add_leaf_grad": _add_leaf_grad,
+             "arity_error": _arity_error}
     lines = _forward_lines(tape, names) + [""] + _backward_lines(tape, names)
     source = "\n".join(lines) + "\n"
     code = _compiled.get(source)
