@@ -76,6 +76,7 @@ def blas_info():
 def describe(torch=None):
     """Lines describing the machine and the libraries."""
     env = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+                                      "OPENBLAS_THREAD_TIMEOUT",
                                       "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
                                       "MKL_NUM_THREADS") if k in os.environ}
     lines = [
