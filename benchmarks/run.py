@@ -45,9 +45,9 @@ import time
 # not change; it only lets the threads go idle in the pauses between contenders. It must
 # be set before NumPy loads OpenBLAS (an environment variable that is already set wins).
 if "numpy" not in sys.modules:
-    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "22")
-OPENBLAS_THREAD_TIMEOUT = (os.environ.get("OPENBLAS_THREAD_TIMEOUT")
-                           if "numpy" not in sys.modules else None)
+    OPENBLAS_THREAD_TIMEOUT = os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "22")
+else:  # imported from a process that has NumPy (and OpenBLAS) loaded: too late to set
+    OPENBLAS_THREAD_TIMEOUT = None
 
 import numpy as np  # noqa: E402
 

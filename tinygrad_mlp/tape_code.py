@@ -34,7 +34,7 @@ def _arity_error(function, got, want):
                        f"input(s)")
 
 
-def _value(tape, slot):
+def _value(slot):
     """The name of the variable that holds `slot`'s array in the generated code."""
     if slot == 0:
         return "batch"
@@ -45,6 +45,7 @@ def _value(tape, slot):
 
 def _forward_lines(tape, names):
     lines = ["def forward(batch, targets):",
+             "    slots = tape_slots",
              "    slots[0] = batch",
              "    slots[1] = targets"]
     for slot, leaf in tape.leaves:
@@ -55,10 +56,10 @@ def _forward_lines(tape, names):
     for i, op in enumerate(tape.ops):
         names[f"fwd{i}"] = op.function.forward
         names[f"ctx{i}"] = op.ctx
-        args = [f"ctx{i}"] + [_value(tape, s) for s in op.input_slots]
+        args = [f"ctx{i}"] + [_value(s) for s in op.input_slots]
         if op.slot_params:
             names[f"params{i}"] = op.params
-            put = ", ".join(f"{key!r}: {_value(tape, s)}" for key, s in op.slot_params)
+            put = ", ".join(f"{key!r}: {_value(s)}" for key, s in op.slot_params)
             args.append(f"**{{**params{i}, {put}}}")
         elif op.params:
             names[f"params{i}"] = op.params
@@ -86,8 +87,9 @@ def _backward_lines(tape, names):
              f" ones({loss}.shape, dtype={loss}.dtype))  # d loss / d loss"]
     if op_slots:
         lines.append("    " + " = ".join(f"g{s}" for s in op_slots) + " = None")
+    position = {id(op): i for i, op in enumerate(tape.ops)}
     for op in tape.order:
-        i = tape.ops.index(op)
+        i = position[id(op)]
         names[f"bwd{i}"] = op.function.backward
         names[f"F{i}"] = op.function
         g = f"g{op.out}"
@@ -126,7 +128,7 @@ def compile_tape(tape):
     calls of load + run_forward, and of seed + run_backward + release; both read and
     write `tape.slots` as those do."""
     names = {"ndarray": np.ndarray, "asarray": np.asarray, "array": np.array,
-             "ones": np.ones, "slots": tape.slots, "tape_slots": tape.slots,
+             "ones": np.ones, "tape_slots": tape.slots,
              "as_input_grad": _as_input_grad, "add_leaf_grad": _add_leaf_grad,
              "arity_error": _arity_error}
     lines = _forward_lines(tape, names) + [""] + _backward_lines(tape, names)
