@@ -105,8 +105,8 @@ class LeanMLP(NumpyMLP):
 
     @staticmethod
     def gather(A, idx):
-        """The rows idx of A: np.take, about 10% faster than A[idx] for scattered rows."""
-        return np.take(A, idx, axis=0)
+        """The rows idx of A: `take`, about 10% faster than A[idx] for scattered rows."""
+        return A.take(idx, axis=0)
 
     def __init__(self, *args, fold_lr=False, **kwargs):
         super().__init__(*args, **kwargs)

@@ -52,7 +52,7 @@ TAPE_OPS = ("dense", "sigmoid", "dense", "sigmoid", "sigmoid_binary_cross_entrop
 # Stages: (key, label, library?, NumPy loops?). NaN where a step does not measure a stage.
 STAGES = (
     ("zero_grad", "`optimizer.zero_grad()`", True, False),
-    ("gather", "row gather (library, lean: `np.take`; loop: `X[idx]`)", True, True),
+    ("gather", "row gather (library, lean: `X.take(idx, axis=0)`; loop: `X[idx]`)", True, True),
     ("fwd1", "forward: layer 1 (dense, sigmoid)", True, True),
     ("fwd2", "forward: layer 2 (dense, sigmoid)", True, True),
     ("loss", "forward: loss value (sigmoid + BCE op)", True, False),
@@ -104,7 +104,7 @@ class LibraryNet:
         t0 = time.perf_counter()
         opt.zero_grad()
         t1 = time.perf_counter()
-        xb, yb = np.take(X, idx, axis=0), np.take(targets, idx, axis=0)  # as fit does
+        xb, yb = X.take(idx, axis=0), targets.take(idx, axis=0)  # as fit does
         t2 = time.perf_counter()
         if tape is None or not can_replay():
             return self._recorded_step(xb, yb, idx, start)
@@ -187,7 +187,7 @@ class LibraryNet:
 def lean_step(net, X, Y, idx, row):
     """LeanMLP.step(X[idx], Y[idx], LR, L2), stage times (s) into `row`."""
     t0 = time.perf_counter()
-    xb, yb = np.take(X, idx, axis=0), np.take(Y, idx, axis=0)
+    xb, yb = X.take(idx, axis=0), Y.take(idx, axis=0)
     marks = [time.perf_counter()]
     net.step(xb, yb, LR, L2, marks)
     for key, a, b in zip(("fwd1", "fwd2", "bwd2", "bwd1", "sgd"), marks, marks[1:]):
