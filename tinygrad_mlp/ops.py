@@ -324,7 +324,8 @@ class Dense(Function):
             raise ValueError(f"dense: bias of shape {_shape_str(b[0].shape)} does not match "
                              f"weight of shape {_shape_str(w.shape)}")
         ctx.save_for_backward(x, w)
-        out = np.dot(x, w) if len(xs) == 2 else np.matmul(x, w)
+        # (ndarray.dot: np.dot's product without its dispatch wrapper, ~0.3 us a call)
+        out = x.dot(w) if len(xs) == 2 else np.matmul(x, w)
         if b:
             out += b[0]
         return out
@@ -333,11 +334,11 @@ class Dense(Function):
     def backward(ctx, g):
         x, w = ctx.saved
         need = ctx.needs_input_grad
-        gx = np.dot(g, w.T) if need[0] else None
+        gx = g.dot(w.T) if need[0] else None
         if x.ndim != 2:
             x = x.reshape(-1, x.shape[-1])
             g = g.reshape(-1, g.shape[-1])
-        gw = np.dot(x.T, g) if need[1] else None
+        gw = x.T.dot(g) if need[1] else None
         if len(need) == 2:
             return gx, gw
         gb = np.add.reduce(g, axis=0) if need[2] else None
