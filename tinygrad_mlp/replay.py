@@ -37,7 +37,7 @@ import numpy as np
 
 from . import tensor as _tensor
 from .tape_code import compile_tape
-from .tensor import Context, Tensor, _add_leaf_grad, _as_input_grad
+from .tensor import Context, Tensor, _add_leaf_grad, _as_input_grad, _unit_grad
 
 __all__ = ["StepTape", "is_static", "can_replay"]
 
@@ -254,9 +254,7 @@ class StepTape:
 
     def seed(self):
         """{loss slot: d loss / d loss}: the gradients that `run_backward` starts from."""
-        loss = self.slots[self.loss_slot]
-        return {self.loss_slot: np.array(1, dtype=loss.dtype) if loss.shape == ()
-                else np.ones(loss.shape, dtype=loss.dtype)}
+        return {self.loss_slot: _unit_grad(self.slots[self.loss_slot])}
 
     def run_backward(self, ops, grads):
         """Run `ops` (tracked ops, in `self.order`) backward; `grads` maps an op output's

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .tensor import _add_leaf_grad, _as_input_grad
+from .tensor import _add_leaf_grad, _as_input_grad, _unit_grad
 
 __all__ = ["compile_tape"]
 
@@ -79,12 +79,9 @@ def _backward_lines(tape, names):
     common case of `_as_input_grad` (a gradient that already is an ndarray of the input's
     shape and dtype) is tested inline, so that only other gradients pay for the call."""
     op_slots = [op.out for op in tape.ops if op.out != tape.loss_slot]
-    loss = f"v{tape.loss_slot}"
     lines = ["def backward():",
              "    slots = tape_slots",
-             f"    {loss} = slots[{tape.loss_slot}]",
-             f"    g{tape.loss_slot} = (array(1, dtype={loss}.dtype) if {loss}.shape == () else"
-             f" ones({loss}.shape, dtype={loss}.dtype))  # d loss / d loss"]
+             f"    g{tape.loss_slot} = unit_grad(slots[{tape.loss_slot}])  # d loss / d loss"]
     if op_slots:
         lines.append("    " + " = ".join(f"g{s}" for s in op_slots) + " = None")
     position = {id(op): i for i, op in enumerate(tape.ops)}
@@ -127,10 +124,9 @@ def compile_tape(tape):
     """(forward(batch, targets) -> (out, loss), backward(), source) for `tape`: the
     calls of load + run_forward, and of seed + run_backward + release; both read and
     write `tape.slots` as those do."""
-    names = {"ndarray": np.ndarray, "asarray": np.asarray, "array": np.array,
-             "ones": np.ones, "tape_slots": tape.slots,
-             "as_input_grad": _as_input_grad, "add_leaf_grad": _add_leaf_grad,
-             "arity_error": _arity_error}
+    names = {"ndarray": np.ndarray, "asarray": np.asarray, "tape_slots": tape.slots,
+             "unit_grad": _unit_grad, "as_input_grad": _as_input_grad,
+             "add_leaf_grad": _add_leaf_grad, "arity_error": _arity_error}
     lines = _forward_lines(tape, names) + [""] + _backward_lines(tape, names)
     source = "\n".join(lines) + "\n"
     code = _compiled.get(source)

@@ -461,8 +461,7 @@ class Tensor:
                 raise ValueError(
                     f"backward: grad can be implied only for a one-element output; this one "
                     f"has shape {_shape_str(self.shape)}: pass grad= of that shape")
-            shape, dtype = self.data.shape, self.data.dtype
-            grad = np.array(1, dtype=dtype) if shape == () else np.ones(shape, dtype=dtype)
+            grad = _unit_grad(self.data)
         else:
             grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad,
                               dtype=self.data.dtype)
@@ -652,6 +651,12 @@ class Tensor:
 
 def _unwrap(x):
     return x.data if isinstance(x, Tensor) else x
+
+
+def _unit_grad(out):
+    """d out / d out: ones of the output array's shape and dtype (0-d for a scalar). Used by
+    `backward` and by replay.StepTape, which start from it."""
+    return np.ones(out.shape, dtype=out.dtype)
 
 
 def _as_input_grad(pg, like, function):
