@@ -469,7 +469,7 @@ class Tensor:
                 raise ValueError(f"backward: grad has shape {_shape_str(grad.shape)}, the "
                                  f"output has shape {_shape_str(self.shape)}")
         if self._ctx is None:  # a leaf: d(self)/d(self) = 1
-            _accumulate_leaf(self, grad.copy())
+            _add_leaf_grad(self, grad.copy(), None)  # a copy: the caller's array stays theirs
             return
         grads = {id(self): grad}
         heap = [(-self._ctx.seq, self)]  # seqs are unique: Tensors are never compared
@@ -690,13 +690,6 @@ def _reduce_to(pg, shape, function):
         raise ValueError(f"{function.name}: backward returned a gradient of shape "
                          f"{_shape_str(pg.shape)} for an input of shape "
                          f"{_shape_str(shape)}") from None
-
-
-def _accumulate_leaf(leaf, grad):
-    if leaf.grad is None:
-        leaf.grad = grad
-    else:
-        leaf.grad = leaf.grad + grad
 
 
 def concatenate(tensors, axis=0):
