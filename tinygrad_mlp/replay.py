@@ -31,7 +31,6 @@ makes `record` give no tape, and every step uses the ordinary engine.
 from __future__ import annotations
 
 import threading
-from operator import itemgetter
 
 import numpy as np
 
@@ -89,8 +88,8 @@ class _Op:
     `grads_to`: for each input that requires grad, (its position, its slot, the leaf
     Tensor or None for an op output)."""
 
-    __slots__ = ("function", "ctx", "input_slots", "inputs", "single", "params",
-                 "slot_params", "out", "grads_to", "tracked")
+    __slots__ = ("function", "ctx", "input_slots", "params", "slot_params", "out",
+                 "grads_to", "tracked")
 
     def __init__(self, function, recorded_ctx, inputs, params, slot_params, out, grads_to,
                  tracked):
@@ -105,8 +104,6 @@ class _Op:
         self.function = function
         self.ctx = ctx
         self.input_slots = inputs
-        self.inputs = itemgetter(*inputs) if len(inputs) > 1 else None
-        self.single = inputs[0] if len(inputs) == 1 else None
         self.params = params
         self.slot_params = slot_params  # ((key, slot), ...)
         self.out = out
@@ -244,10 +241,7 @@ class StepTape:
                 params = dict(params)
                 for key, k in op.slot_params:
                     params[key] = slots[k]
-            if op.single is not None:
-                data = op.function.forward(op.ctx, slots[op.single], **params)
-            else:
-                data = op.function.forward(op.ctx, *op.inputs(slots), **params)
+            data = op.function.forward(op.ctx, *[slots[k] for k in op.input_slots], **params)
             if data.__class__ is not np.ndarray:
                 data = np.asarray(data)
             slots[op.out] = data
