@@ -1,4 +1,8 @@
-"""What the benchmarks ran on: CPU, cores, NumPy's BLAS (and the kernel it picked), torch."""
+"""What the benchmarks ran on: CPU, cores, NumPy's BLAS (and the kernel it picked), torch.
+
+Imports NumPy only inside its functions, so that run.py can read `BLAS_PINS` before NumPy
+(and OpenBLAS, which reads them once) is loaded.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,14 @@ import ctypes
 import glob
 import os
 import platform
+import subprocess
+import sys
 
-import numpy as np
+# Variables that pin OpenBLAS to one kernel and cache size instead of the ones it detects.
+# Some machines set them because older OpenBLAS builds crash or miscompute on their CPU;
+# a current one picks the right kernel itself, and the pin can make NumPy's matrix
+# products much slower while PyTorch's own BLAS (MKL) is not pinned.
+BLAS_PINS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
 def cpu_model():
@@ -23,6 +33,8 @@ def cpu_model():
 
 def _openblas_library():
     """The OpenBLAS shared library NumPy loaded, found next to the numpy package."""
+    import numpy as np
+
     root = os.path.dirname(os.path.dirname(np.__file__))
     patterns = [os.path.join(root, "numpy.libs", "*openblas*"),
                 os.path.join(root, "scipy_openblas*", "lib", "*openblas*.so*")]
@@ -37,6 +49,8 @@ def _openblas_library():
 
 def blas_info():
     """A short description of NumPy's BLAS: name, version, the kernel in use, threads."""
+    import numpy  # noqa: F401 (loads OpenBLAS, which both look-ups below read)
+
     try:
         from threadpoolctl import threadpool_info
 
@@ -73,8 +87,62 @@ def blas_info():
     return "unknown BLAS (see numpy.show_config())"
 
 
+def blas_kernel():
+    """The kernel NumPy's OpenBLAS uses in this process ('Haswell', 'SkylakeX', ...), or
+    None when it cannot be read."""
+    info = blas_info()
+    return info.split("kernel ", 1)[1].split(",", 1)[0] if "kernel " in info else None
+
+
+def unpinned_environment(environ=None):
+    """A copy of `environ` (default os.environ) without the variables of BLAS_PINS."""
+    environ = os.environ if environ is None else environ
+    return {k: v for k, v in environ.items() if k not in BLAS_PINS}
+
+
+def unpinned_kernel():
+    """The kernel OpenBLAS picks on this CPU when nothing pins it (asked of a child
+    process, since a loaded OpenBLAS keeps its kernel), or None."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = f"import sys; sys.path.insert(0, {here!r}); import machine; print(machine.blas_kernel())"
+    try:
+        done = subprocess.run([sys.executable, "-c", code], env=unpinned_environment(),
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    kernel = done.stdout.strip()
+    return kernel if done.returncode == 0 and kernel not in ("", "None") else None
+
+
+def pin_note():
+    """A warning when BLAS_PINS hold NumPy to another kernel than OpenBLAS would pick on
+    this CPU (None otherwise): the peers' BLAS is not pinned, so the comparison is uneven."""
+    pins = {k: os.environ[k] for k in BLAS_PINS if k in os.environ}
+    if not pins:
+        return None
+    pinned, native = blas_kernel(), unpinned_kernel()
+    if native is None or native == pinned:
+        return None
+    set_ = ", ".join(f"{k}={v}" for k, v in pins.items())
+    verb = "pin" if len(pins) > 1 else "pins"
+    return (f"note: {set_} {verb} NumPy's OpenBLAS to the {pinned} kernel; on this CPU "
+            f"it would pick {native}, and PyTorch's BLAS is not pinned. For like-for-like "
+            f"kernels pass --native-blas (run.py then restarts itself without "
+            f"{' and '.join(pins)})")
+
+
+def torch_capability(torch):
+    """The vector instructions PyTorch's CPU kernels use ('AVX512', 'AVX2', ...), or '?'."""
+    try:
+        return torch.backends.cpu.get_cpu_capability()
+    except Exception:  # older or unusual builds
+        return "?"
+
+
 def describe(torch=None):
     """Lines describing the machine and the libraries."""
+    import numpy as np
+
     env = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
                                       "OPENBLAS_THREAD_TIMEOUT",
                                       "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
@@ -85,7 +153,8 @@ def describe(torch=None):
         "BLAS environment: " + (", ".join(f"{k}={v}" for k, v in env.items()) or "none set"),
     ]
     if torch is not None:
-        lines.append(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads")
+        lines.append(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads, CPU "
+                     f"capability {torch_capability(torch)}")
     if hasattr(os, "getloadavg"):
         lines.append("load average: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     return lines

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The benchmark suite of issue 6: the library against hand-written NumPy and PyTorch eager.
 
-    python benchmarks/run.py [--quick] [--data DIR] [--json FILE] [--no-torch]
+    python benchmarks/run.py [--quick] [--native-blas] [--data DIR] [--json FILE] [--no-torch]
 
 Everything runs in this one process (the memory check in a child process, for a clean
 RSS), contenders interleaved (A, B, C, then B, C, A, ...), and the table shows medians.
@@ -49,15 +49,26 @@ if "numpy" not in sys.modules:
 else:  # imported from a process that has NumPy (and OpenBLAS) loaded: too late to set
     OPENBLAS_THREAD_TIMEOUT = None
 
-import numpy as np  # noqa: E402
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(1, REPO)
 
+import machine  # noqa: E402 (it loads NumPy only when asked)
+
+# --native-blas: run without the variables that pin OpenBLAS's kernel (machine.BLAS_PINS).
+# OpenBLAS reads them once, when NumPy loads it, so the script starts itself again without
+# them; the restarted process finds none and goes on. Only this command changes: the
+# tests and CI keep the machine's settings.
+NATIVE_BLAS = "--native-blas"
+if __name__ == "__main__" and NATIVE_BLAS in sys.argv[1:] and "numpy" not in sys.modules \
+        and any(k in os.environ for k in machine.BLAS_PINS):
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, os.path.abspath(__file__)] + sys.argv[1:],
+              machine.unpinned_environment())
+
 import bench_data  # noqa: E402
-import machine  # noqa: E402
+import numpy as np  # noqa: E402
 import numpy_mlp  # noqa: E402
 import torch_mlp  # noqa: E402
 
@@ -571,6 +582,9 @@ class Suite:
     def run(self, sections=("lecture", "online", "memory", "predict", "tta")):
         for line in machine.describe(self.torch):
             self.log(line)
+        note = machine.pin_note()
+        if note:
+            self.log(note)
         self.log(f"data: {self.source}; configuration: {self.cfg.label}")
         self.log("OpenBLAS idle threads sleep after 2^"
                  f"{OPENBLAS_THREAD_TIMEOUT} cycles (OPENBLAS_THREAD_TIMEOUT)"
@@ -612,7 +626,21 @@ def main(argv=None):
     p.add_argument("--only", nargs="+", choices=["lecture", "online", "memory", "predict",
                                                  "tta"], help="run only these sections")
     p.add_argument("--json", metavar="FILE", help="also write the raw timings as JSON")
+    p.add_argument(NATIVE_BLAS, action="store_true",
+                   help="run without " + " and ".join(machine.BLAS_PINS) + ", so that "
+                   "OpenBLAS picks its kernel for this CPU as PyTorch's BLAS does (the "
+                   "script restarts itself; the tests keep the machine's settings)")
+    p.add_argument("--describe", action="store_true",
+                   help="print the machine, BLAS and PyTorch lines, then exit")
     args = p.parse_args(argv)
+    if args.describe:
+        torch = None if args.no_torch else torch_mlp.import_torch(2)
+        for line in machine.describe(torch):
+            print(line)
+        note = machine.pin_note()
+        if note:
+            print(note)
+        return 0
     cfg = QUICK if args.quick else FULL
     if args.repeats:
         cfg = dataclasses.replace(cfg, repeats=args.repeats)

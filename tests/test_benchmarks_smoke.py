@@ -190,3 +190,38 @@ def test_lockstep_pauses_before_each_chunk_and_counts_no_pause_as_work():
     assert wall >= 9 * pause + 18 * work
     for name in ("library", "a", "b"):
         assert 6 * work <= spent[name] < 6 * work + pause, (name, spent[name])
+
+
+def _describe(*flags, **env):
+    import subprocess
+
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("OPENBLAS_")}
+    environ.update(env)
+    done = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "run.py"),
+                           "--describe", "--no-torch", *flags], env=environ,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_native_blas_restarts_the_suite_without_the_kernel_pins():
+    # --native-blas: the suite runs without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, so NumPy's
+    # OpenBLAS picks its kernel for this CPU (as PyTorch's BLAS does); without the flag the
+    # pins stay, and the suite says so when they hold NumPy to another kernel
+    pinned = _describe(OPENBLAS_CORETYPE="Prescott", OPENBLAS_L2_SIZE="512")
+    blas_env = next(line for line in pinned.splitlines() if line.startswith("BLAS environment"))
+    assert "OPENBLAS_CORETYPE=Prescott" in blas_env and "OPENBLAS_L2_SIZE=512" in blas_env
+    native = _describe("--native-blas", OPENBLAS_CORETYPE="Prescott", OPENBLAS_L2_SIZE="512")
+    blas_env = next(line for line in native.splitlines() if line.startswith("BLAS environment"))
+    assert "OPENBLAS_CORETYPE" not in blas_env and "OPENBLAS_L2_SIZE" not in blas_env
+    assert "OPENBLAS_THREAD_TIMEOUT=22" in blas_env  # set by the restarted suite itself
+    assert "pins NumPy" not in native and "pin NumPy" not in native
+    def kernel(text):
+        line = next(line for line in text.splitlines() if "kernel " in line)
+        return line.split("kernel ", 1)[1].split(",", 1)[0]
+
+    if kernel(pinned) != kernel(native):  # the pin holds NumPy to another kernel: a warning
+        assert f"pin NumPy's OpenBLAS to the {kernel(pinned)} kernel" in pinned
+        assert f"would pick {kernel(native)}" in pinned and "--native-blas" in pinned
+    else:
+        assert "pin NumPy" not in pinned
