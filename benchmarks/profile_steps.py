@@ -56,6 +56,7 @@ def profile(steps=300, batch=100, dtype="float32", data=None, top=15, repeats=9,
     """Print per-step times (library, NumPy; medians of `repeats`) and the cProfile table."""
     dtype = np.dtype(dtype)
     X_all, y_all, _, _, source = bench_data.load(data, dtype=dtype)
+    steps = min(steps, X_all.shape[0] // batch)  # one epoch at most: the steps that run
     X, y = np.ascontiguousarray(X_all[:steps * batch]), y_all[:steps * batch]
     Y = numpy_mlp.one_hot(y, dtype=dtype)
     lib, ref = [], []

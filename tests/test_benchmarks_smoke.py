@@ -225,3 +225,20 @@ def test_native_blas_restarts_the_suite_without_the_kernel_pins():
         assert f"would pick {kernel(native)}" in pinned and "--native-blas" in pinned
     else:
         assert "pin NumPy" not in pinned
+
+
+def test_profile_steps_counts_the_steps_that_ran(monkeypatch):
+    # asked for more steps than one epoch has, it profiles the epoch and divides by its steps
+    spec = importlib.util.spec_from_file_location(
+        "benchmarks_profile_steps", os.path.join(REPO, "benchmarks", "profile_steps.py"))
+    prof = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prof)
+    small = prof.bench_data.synthetic(n_train=200, n_test=1)
+    monkeypatch.setattr(prof.bench_data, "load",
+                        lambda data=None, dtype=None: (*[a.astype(dtype) if a.dtype.kind == "f"
+                                                         else a for a in small], "synthetic"))
+    out = io.StringIO()
+    prof.profile(steps=1000, batch=10, repeats=1, out=out)
+    text = out.getvalue()
+    assert "20 steps, batch 10" in text, text
+    assert "1000 steps" not in text
