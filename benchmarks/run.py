@@ -271,6 +271,7 @@ class Suite:
         self.Xt32 = Xt.astype(np.float32)
         self.rows = []
         self.raw = {}
+        self.machine = []  # the lines describing machine, BLAS and PyTorch, once run
         self.lib32 = None
 
     def log(self, text):
@@ -580,11 +581,12 @@ class Suite:
 
     # -- all ----------------------------------------------------------------------------
     def run(self, sections=("lecture", "online", "memory", "predict", "tta")):
-        for line in machine.describe(self.torch):
-            self.log(line)
+        self.machine = machine.describe(self.torch)
         note = machine.pin_note()
         if note:
-            self.log(note)
+            self.machine.append(note)
+        for line in self.machine:
+            self.log(line)
         self.log(f"data: {self.source}; configuration: {self.cfg.label}")
         self.log("OpenBLAS idle threads sleep after 2^"
                  f"{OPENBLAS_THREAD_TIMEOUT} cycles (OPENBLAS_THREAD_TIMEOUT)"
@@ -654,6 +656,7 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"config": dataclasses.asdict(cfg), "source": suite.source,
+                       "machine": suite.machine,
                        "rows": [dataclasses.asdict(r) for r in suite.rows],
                        "raw": suite.raw}, f, indent=1, default=float)
     failed = [r.target for r in suite.rows if r.status == "FAIL"]

@@ -55,6 +55,10 @@ def test_tiny_suite_runs_every_section_with_finite_timings():
     table = suite.markdown().splitlines()
     assert table[0].startswith("| target |") and len(table) == 2 + len(suite.rows)
     assert "data: synthetic" in out.getvalue()
+    # the machine lines, printed first and kept for --json: the BLAS and its kernel among them
+    assert suite.machine and out.getvalue().startswith(suite.machine[0])
+    assert any(line.startswith("BLAS environment") for line in suite.machine)
+    assert any("BLAS: " in line for line in suite.machine)
 
 
 def test_step_stages_times_every_stage_and_steps_exactly_as_fit():
