@@ -158,3 +158,10 @@ def describe(torch=None):
     if hasattr(os, "getloadavg"):
         lines.append("load average: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     return lines
+
+
+def report(torch=None):
+    """`describe(torch)`, followed by `pin_note()` when there is one: what the suite prints
+    before its results."""
+    note = pin_note()
+    return describe(torch) + ([note] if note else [])

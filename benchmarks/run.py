@@ -581,10 +581,7 @@ class Suite:
 
     # -- all ----------------------------------------------------------------------------
     def run(self, sections=("lecture", "online", "memory", "predict", "tta")):
-        self.machine = machine.describe(self.torch)
-        note = machine.pin_note()
-        if note:
-            self.machine.append(note)
+        self.machine = machine.report(self.torch)
         for line in self.machine:
             self.log(line)
         self.log(f"data: {self.source}; configuration: {self.cfg.label}")
@@ -637,11 +634,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.describe:
         torch = None if args.no_torch else torch_mlp.import_torch(2)
-        for line in machine.describe(torch):
-            print(line)
-        note = machine.pin_note()
-        if note:
-            print(note)
+        print("\n".join(machine.report(torch)))
         return 0
     cfg = QUICK if args.quick else FULL
     if args.repeats:
