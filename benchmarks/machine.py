@@ -87,11 +87,16 @@ def blas_info():
     return "unknown BLAS (see numpy.show_config())"
 
 
+def kernel_name(line):
+    """The kernel named in a line of `blas_info()` or `describe()` ('... kernel X, ...'), or
+    None when the line names none."""
+    return line.split("kernel ", 1)[1].split(",", 1)[0] if "kernel " in line else None
+
+
 def blas_kernel():
     """The kernel NumPy's OpenBLAS uses in this process ('Haswell', 'SkylakeX', ...), or
     None when it cannot be read."""
-    info = blas_info()
-    return info.split("kernel ", 1)[1].split(",", 1)[0] if "kernel " in info else None
+    return kernel_name(blas_info())
 
 
 def unpinned_environment(environ=None):
@@ -143,10 +148,9 @@ def describe(torch=None):
     """Lines describing the machine and the libraries."""
     import numpy as np
 
-    env = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
-                                      "OPENBLAS_THREAD_TIMEOUT",
-                                      "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-                                      "MKL_NUM_THREADS") if k in os.environ}
+    env = {k: os.environ[k] for k in BLAS_PINS + ("OPENBLAS_THREAD_TIMEOUT",
+                                                  "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                                  "MKL_NUM_THREADS") if k in os.environ}
     lines = [
         f"CPU: {cpu_model()}, {os.cpu_count()} logical cores",
         f"Python {platform.python_version()}, NumPy {np.__version__}, BLAS: {blas_info()}",

@@ -220,9 +220,11 @@ def test_native_blas_restarts_the_suite_without_the_kernel_pins():
     assert "OPENBLAS_CORETYPE" not in blas_env and "OPENBLAS_L2_SIZE" not in blas_env
     assert "OPENBLAS_THREAD_TIMEOUT=22" in blas_env  # set by the restarted suite itself
     assert "pins NumPy" not in native and "pin NumPy" not in native
+
+    machine = _load_suite().machine
+
     def kernel(text):
-        line = next(line for line in text.splitlines() if "kernel " in line)
-        return line.split("kernel ", 1)[1].split(",", 1)[0]
+        return machine.kernel_name(next(line for line in text.splitlines() if "kernel " in line))
 
     if kernel(pinned) != kernel(native):  # the pin holds NumPy to another kernel: a warning
         assert f"pin NumPy's OpenBLAS to the {kernel(pinned)} kernel" in pinned
