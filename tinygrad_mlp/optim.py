@@ -45,6 +45,13 @@ def _flush_subnormals(state, scratch):
     np.putmask(state, scratch < tiny, 0)
 
 
+def _ema(avg, rate, x, scratch):
+    """avg <- rate avg + (1 - rate) x, in place (an exponential moving average;
+    `scratch`: an array like avg, overwritten)."""
+    avg *= rate
+    avg += np.multiply(x, 1 - rate, out=scratch)
+
+
 def _check_positive(owner, label, value, allow_zero=False):
     value = float(value)
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
@@ -70,6 +77,7 @@ class Optimizer:
 
     hyperparameters = ("lr",)
     state_names = ()
+    n_scratch = 2  # work arrays per parameter that `update` needs
 
     def __init__(self, params, lr):
         params = list(params)
@@ -91,23 +99,30 @@ class Optimizer:
         self.lr = _check_positive(type(self).__name__, "lr", lr)
         self.steps = 0
         self.state = [{} for _ in self.params]
-        self._scratch = [(None, None)] * len(self.params)
+        self._scratch = [()] * len(self.params)
 
     def zero_grad(self):
         for p in self.params:
             p.grad = None
 
     def step(self):
+        """Update every parameter that has a gradient (`update` of the subclass)."""
+        for i, p in enumerate(self.params):
+            if p.grad is not None:
+                self.update(p, p.grad, self.state[i], self._scratch_arrays(i))
+        self.steps += 1
+
+    def update(self, p, g, state, scratch):
+        """Update one parameter p (a Tensor) from its gradient g, in place; `state`: its
+        dict of state arrays; `scratch`: `n_scratch` work arrays like p.data."""
         raise NotImplementedError
 
     def _scratch_arrays(self, i):
-        """Two work arrays like params[i].data, kept between steps (no new array per step)."""
-        data = self.params[i].data
-        a, b = self._scratch[i]
-        if a is None or a.shape != data.shape or a.dtype != data.dtype:
-            a, b = np.empty_like(data), np.empty_like(data)
-            self._scratch[i] = (a, b)
-        return a, b
+        """Work arrays like params[i].data, kept between steps (no new arrays per step)."""
+        data, arrays = self.params[i].data, self._scratch[i]
+        if not arrays or arrays[0].shape != data.shape or arrays[0].dtype != data.dtype:
+            arrays = self._scratch[i] = tuple(np.empty_like(data) for _ in range(self.n_scratch))
+        return arrays
 
     def _flush_due(self):
         return self.steps % FLUSH_EVERY == FLUSH_EVERY - 1
@@ -180,6 +195,7 @@ class SGD(Optimizer):
 
     hyperparameters = ("lr", "momentum", "nesterov", "weight_decay")
     state_names = ("momentum_buffer",)
+    n_scratch = 1
 
     def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(params, lr)
@@ -192,27 +208,22 @@ class SGD(Optimizer):
         self.weight_decay = _check_positive("SGD", "weight_decay", weight_decay,
                                             allow_zero=True)
 
-    def step(self):
+    def update(self, p, g, state, scratch):
         lr, mu, wd = self.lr, self.momentum, self.weight_decay
-        for i, p in enumerate(self.params):
-            g = p.grad
-            if g is None:
-                continue
-            if wd:
-                g = g + wd * p.data
-            tmp, _ = self._scratch_arrays(i)
-            if mu:
-                v = self.state[i].get("momentum_buffer")
-                if v is None:
-                    v = self.state[i]["momentum_buffer"] = g.astype(p.dtype, copy=True)
-                else:
-                    v *= mu
-                    v += g
-                    if self._flush_due():
-                        _flush_subnormals(v, tmp)
-                g = g + mu * v if self.nesterov else v
-            p.data -= np.multiply(g, lr, out=tmp)  # p <- p - lr g, without a new array
-        self.steps += 1
+        tmp = scratch[0]
+        if wd:
+            g = g + wd * p.data
+        if mu:
+            v = state.get("momentum_buffer")
+            if v is None:
+                v = state["momentum_buffer"] = g.astype(p.dtype, copy=True)
+            else:
+                v *= mu
+                v += g
+                if self._flush_due():
+                    _flush_subnormals(v, tmp)
+            g = g + mu * v if self.nesterov else v
+        p.data -= np.multiply(g, lr, out=tmp)  # p <- p - lr g, without a new array
 
 
 class Adam(Optimizer):
@@ -231,37 +242,29 @@ class Adam(Optimizer):
         self.weight_decay = _check_positive(name, "weight_decay", weight_decay,
                                             allow_zero=True)
 
-    def step(self):
+    def update(self, p, g, state, scratch):
         (b1, b2), lr, eps, wd = self.betas, self.lr, self.eps, self.weight_decay
-        for i, p in enumerate(self.params):
-            g = p.grad
-            if g is None:
-                continue
-            s = self.state[i]
-            if not s:
-                s.update(step=0, exp_avg=np.zeros_like(p.data), exp_avg_sq=np.zeros_like(p.data))
-            s["step"] += 1
-            t, m, v = s["step"], s["exp_avg"], s["exp_avg_sq"]
-            tmp, tmp2 = self._scratch_arrays(i)
-            if wd and self._decoupled:
-                p.data *= 1 - lr * wd
-            elif wd:
-                g = g + wd * p.data
-            m *= b1                                      # m <- b1 m + (1 - b1) g
-            m += np.multiply(g, 1 - b1, out=tmp)
-            v *= b2                                      # v <- b2 v + (1 - b2) g^2
-            np.multiply(g, g, out=tmp)
-            v += np.multiply(tmp, 1 - b2, out=tmp)
-            m_hat = np.divide(m, 1 - b1 ** t, out=tmp)
-            v_hat = np.divide(v, 1 - b2 ** t, out=tmp2)
-            denom = np.sqrt(v_hat, out=tmp2)
-            denom += eps
-            update = np.divide(m_hat, denom, out=tmp)   # m_hat / (sqrt(v_hat) + eps)
-            p.data -= np.multiply(update, lr, out=tmp)
-            if self._flush_due():
-                _flush_subnormals(m, tmp)
-                _flush_subnormals(v, tmp)
-        self.steps += 1
+        tmp, tmp2 = scratch
+        if not state:
+            state.update(step=0, exp_avg=np.zeros_like(p.data),
+                         exp_avg_sq=np.zeros_like(p.data))
+        state["step"] += 1
+        t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
+        if wd and self._decoupled:
+            p.data *= 1 - lr * wd
+        elif wd:
+            g = g + wd * p.data
+        _ema(m, b1, g, tmp)                                # m <- b1 m + (1 - b1) g
+        _ema(v, b2, np.multiply(g, g, out=tmp2), tmp)      # v <- b2 v + (1 - b2) g^2
+        m_hat = np.divide(m, 1 - b1 ** t, out=tmp)
+        v_hat = np.divide(v, 1 - b2 ** t, out=tmp2)
+        denom = np.sqrt(v_hat, out=tmp2)
+        denom += eps
+        step = np.divide(m_hat, denom, out=tmp)            # m_hat / (sqrt(v_hat) + eps)
+        p.data -= np.multiply(step, lr, out=tmp)
+        if self._flush_due():
+            _flush_subnormals(m, tmp)
+            _flush_subnormals(v, tmp)
 
 
 class AdamW(Adam):
@@ -289,36 +292,28 @@ class RMSprop(Optimizer):
         self.eps = _check_positive("RMSprop", "eps", eps)
         self.momentum = _check_positive("RMSprop", "momentum", momentum, allow_zero=True)
 
-    def step(self):
+    def update(self, p, g, state, scratch):
         lr, alpha, eps, mu = self.lr, self.alpha, self.eps, self.momentum
-        for i, p in enumerate(self.params):
-            g = p.grad
-            if g is None:
-                continue
-            s = self.state[i]
-            if not s:
-                s["square_avg"] = np.zeros_like(p.data)
-                if mu:
-                    s["momentum_buffer"] = np.zeros_like(p.data)
-            sq = s["square_avg"]
-            tmp, tmp2 = self._scratch_arrays(i)
-            sq *= alpha                                  # s <- alpha s + (1 - alpha) g^2
-            np.multiply(g, g, out=tmp)
-            sq += np.multiply(tmp, 1 - alpha, out=tmp)
-            denom = np.sqrt(sq, out=tmp2)
-            denom += eps
-            scaled = np.divide(g, denom, out=tmp)        # g / (sqrt(s) + eps)
+        tmp, tmp2 = scratch
+        if not state:
+            state["square_avg"] = np.zeros_like(p.data)
             if mu:
-                buf = s["momentum_buffer"]
-                buf *= mu
-                buf += scaled
-                scaled = buf
-            p.data -= np.multiply(scaled, lr, out=tmp)
-            if self._flush_due():
-                _flush_subnormals(sq, tmp)
-                if mu:
-                    _flush_subnormals(s["momentum_buffer"], tmp)
-        self.steps += 1
+                state["momentum_buffer"] = np.zeros_like(p.data)
+        sq = state["square_avg"]
+        _ema(sq, alpha, np.multiply(g, g, out=tmp2), tmp)  # s <- alpha s + (1 - alpha) g^2
+        denom = np.sqrt(sq, out=tmp2)
+        denom += eps
+        step = np.divide(g, denom, out=tmp)                # g / (sqrt(s) + eps)
+        if mu:
+            buf = state["momentum_buffer"]
+            buf *= mu
+            buf += step
+            step = buf
+        p.data -= np.multiply(step, lr, out=tmp)
+        if self._flush_due():
+            _flush_subnormals(sq, tmp)
+            if mu:
+                _flush_subnormals(state["momentum_buffer"], tmp)
 
 
 def clip_grad_norm(params, max_norm):
