@@ -25,7 +25,7 @@ with the IDX files or its parent), else $TINYGRAD_MLP_DATA/mnist, else
 ~/.cache/tinygrad_mlp/mnist (downloaded there only with --download). Without the files (or
 with --synthetic) a random batch of the same shapes is used, and the output says so.
 
-  TINYGRAD_MLP_DATA=/work/shared/data python examples/compare_gradients.py
+  TINYGRAD_MLP_DATA=DIR python examples/compare_gradients.py
   python examples/compare_gradients.py --synthetic --batch-size 20
 """
 
