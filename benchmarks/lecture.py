@@ -49,35 +49,40 @@ def start_weights(dtype):
     return [p.data.copy() for p in lecture_model(dtype).parameters()]
 
 
-def batches(n, rng):
+def batches(n, rng, size=BATCH):
     """Index arrays of the full batches of one epoch, in a new shuffled order."""
     order = rng.permutation(n)
-    return [order[i:i + BATCH] for i in range(0, n - BATCH + 1, BATCH)]
+    return [order[i:i + size] for i in range(0, n - size + 1, size)]
 
 
-class LibraryLoop:
-    """The user's loop: eager (a graph per step), or with the step function under `jit`."""
+class UserLoop:
+    """The user's loop, one epoch per call: eager (a graph per step), or with the step
+    function under `jit`. step(x, y) -> the loss Tensor."""
 
-    def __init__(self, X, Y, use_jit=False):
-        self.X, self.Y, self.rng = X, Y, np.random.RandomState(2)
-        self.model = model = lecture_model(X.dtype)
-        cost = nn.BinaryCrossEntropy(reduction="sum")
-        self.opt = optim.SGD(model.parameters(), lr=LR)
-        self.step = lambda x, y: cost(model(x), y) + nn.l2_penalty(model, L2)
+    def __init__(self, X, Y, model, step, opt, batch=BATCH, use_jit=False):
+        self.X, self.Y, self.rng, self.batch = X, Y, np.random.RandomState(2), batch
+        self.model, self.step, self.opt = model, step, opt
         if use_jit:
             try:
                 from tinygrad_mlp import jit
             except ImportError:
                 raise Unavailable("tinygrad_mlp.jit is missing") from None
-            self.step = jit(self.step)
+            self.step = jit(step)
 
     def epoch(self):
         X, Y, opt, step = self.X, self.Y, self.opt, self.step
-        for idx in batches(len(X), self.rng):
+        for idx in batches(len(X), self.rng, self.batch):
             loss = step(Tensor(X[idx]), Tensor(Y[idx]))
             opt.zero_grad()
             loss.backward()
             opt.step()
+
+
+def library_loop(X, Y, use_jit=False):
+    model = lecture_model(X.dtype)
+    cost = nn.BinaryCrossEntropy(reduction="sum")
+    return UserLoop(X, Y, model, lambda x, y: cost(model(x), y) + nn.l2_penalty(model, L2),
+                    optim.SGD(model.parameters(), lr=LR), use_jit=use_jit)
 
 
 class LibraryFit:
@@ -128,35 +133,40 @@ def import_torch():
     return torch
 
 
-class TorchLoop:
-    """PyTorch eager as a PyTorch user writes it: Linear-Sigmoid-Linear, the output sigmoid
-    fused into BCEWithLogitsLoss(reduction="sum"), SGD with weight_decay=l2 on the weights."""
+class TorchUserLoop:
+    """A PyTorch user's loop over one epoch's batches of the tensors X, Y."""
 
-    def __init__(self, X, Y):
-        torch = self.torch = import_torch()
-        dtype = torch.float64 if X.dtype == np.float64 else torch.float32
-        self.X, self.Y = torch.from_numpy(X), torch.from_numpy(Y)
+    def __init__(self, torch, X, Y, model, cost, opt, batch=BATCH):
+        self.torch, self.X, self.Y, self.batch = torch, X, Y, batch
         self.rng = np.random.RandomState(2)
-        w_h, b_h, w_out, b_out = (torch.from_numpy(a) for a in start_weights(X.dtype))
-        self.model = torch.nn.Sequential(torch.nn.Linear(784, 100), torch.nn.Sigmoid(),
-                                         torch.nn.Linear(100, 10)).to(dtype)
-        first, second = self.model[0], self.model[2]
-        with torch.no_grad():
-            for layer, w, b in ((first, w_h, b_h), (second, w_out, b_out)):
-                layer.weight.copy_(w.T)
-                layer.bias.copy_(b)
-        self.cost = torch.nn.BCEWithLogitsLoss(reduction="sum")
-        self.opt = torch.optim.SGD([
-            {"params": [first.weight, second.weight], "weight_decay": L2},
-            {"params": [first.bias, second.bias], "weight_decay": 0.0}], lr=LR)
+        self.model, self.cost, self.opt = model, cost, opt
 
     def epoch(self):
-        for idx in batches(len(self.X), self.rng):
+        for idx in batches(len(self.X), self.rng, self.batch):
             idx = self.torch.from_numpy(idx)
             loss = self.cost(self.model(self.X[idx]), self.Y[idx])
             self.opt.zero_grad()
             loss.backward()
             self.opt.step()
+
+
+def torch_loop(X, Y):
+    """PyTorch eager as a PyTorch user writes it: Linear-Sigmoid-Linear, the output sigmoid
+    fused into BCEWithLogitsLoss(reduction="sum"), SGD with weight_decay=l2 on the weights."""
+    torch = import_torch()
+    model = torch.nn.Sequential(torch.nn.Linear(784, 100), torch.nn.Sigmoid(),
+                                torch.nn.Linear(100, 10))
+    model.to(torch.float64 if X.dtype == np.float64 else torch.float32)
+    first, second = model[0], model[2]
+    w_h, b_h, w_out, b_out = (torch.from_numpy(a) for a in start_weights(X.dtype))
+    with torch.no_grad():
+        for layer, w, b in ((first, w_h, b_h), (second, w_out, b_out)):
+            layer.weight.copy_(w.T)
+            layer.bias.copy_(b)
+    opt = torch.optim.SGD([{"params": [first.weight, second.weight], "weight_decay": L2},
+                           {"params": [first.bias, second.bias], "weight_decay": 0.0}], lr=LR)
+    return TorchUserLoop(torch, torch.from_numpy(X), torch.from_numpy(Y), model,
+                         torch.nn.BCEWithLogitsLoss(reduction="sum"), opt)
 
 
 class JaxJit:
@@ -192,6 +202,6 @@ class JaxJit:
         self.params[0].block_until_ready()
 
 
-CONTENDERS = {"eager": lambda X, Y: LibraryLoop(X, Y), "jit": lambda X, Y: LibraryLoop(X, Y, True),
+CONTENDERS = {"eager": library_loop, "jit": lambda X, Y: library_loop(X, Y, use_jit=True),
               "fit": LibraryFit, "numpy": NumpyLoop, "numpy again": NumpyLoop,
-              "torch": TorchLoop, "jax": JaxJit}
+              "torch": torch_loop, "jax": JaxJit}

@@ -6,9 +6,9 @@ of 128, float32, images (n, 1, 28, 28). Both start from the same weights.
 """
 
 import numpy as np
-from lecture import Unavailable, import_torch
+from lecture import TorchUserLoop, Unavailable, UserLoop, import_torch
 
-from tinygrad_mlp import Tensor, nn, optim
+from tinygrad_mlp import nn, optim
 
 BATCH = 128
 
@@ -25,62 +25,30 @@ def lenet_model():
     return nn.Sequential(*layers)
 
 
-def epoch_batches(n, rng):
-    order = rng.permutation(n)
-    return [order[i:i + BATCH] for i in range(0, n - BATCH + 1, BATCH)]
+def library_lenet(images, labels, use_jit=False):
+    model, cost = lenet_model(), nn.CrossEntropy()
+    return UserLoop(images, labels, model, lambda x, y: cost(model(x), y),
+                    optim.Adam(model.parameters(), lr=1e-3), BATCH, use_jit)
 
 
-class LibraryLeNet:
-    def __init__(self, images, labels, use_jit=False):
-        self.X, self.y, self.rng = images, labels, np.random.RandomState(2)
-        self.model = model = lenet_model()
-        cost = nn.CrossEntropy()
-        self.opt = optim.Adam(model.parameters(), lr=1e-3)
-        self.step = lambda x, y: cost(model(x), y)
-        if use_jit:
-            try:
-                from tinygrad_mlp import jit
-            except ImportError:
-                raise Unavailable("tinygrad_mlp.jit is missing") from None
-            self.step = jit(self.step)
-
-    def epoch(self):
-        for idx in epoch_batches(len(self.X), self.rng):
-            loss = self.step(Tensor(self.X[idx]), Tensor(self.y[idx]))
-            self.opt.zero_grad()
-            loss.backward()
-            self.opt.step()
+def torch_lenet(images, labels):
+    torch = import_torch()
+    tnn = torch.nn
+    model = tnn.Sequential(tnn.Conv2d(1, 6, 5, padding=2), tnn.ReLU(), tnn.MaxPool2d(2),
+                           tnn.Conv2d(6, 16, 5), tnn.ReLU(), tnn.MaxPool2d(2), tnn.Flatten(),
+                           tnn.Linear(400, 120), tnn.ReLU(), tnn.Linear(120, 84), tnn.ReLU(),
+                           tnn.Linear(84, 10))
+    with torch.no_grad():  # the library's weights (Conv2d: the same layout; Dense: .T)
+        ours = [m for m in lenet_model() if hasattr(m, "weight")]
+        theirs = [m for m in model if hasattr(m, "weight")]
+        for a, b in zip(ours, theirs):
+            w = a.weight.data if a.weight.ndim == 4 else a.weight.data.T
+            b.weight.copy_(torch.from_numpy(np.ascontiguousarray(w)))
+            b.bias.copy_(torch.from_numpy(a.bias.data))
+    return TorchUserLoop(torch, torch.from_numpy(images), torch.from_numpy(labels), model,
+                         tnn.CrossEntropyLoss(), torch.optim.Adam(model.parameters(), lr=1e-3),
+                         BATCH)
 
 
-class TorchLeNet:
-    def __init__(self, images, labels):
-        torch = self.torch = import_torch()
-        tnn = torch.nn
-        self.model = tnn.Sequential(
-            tnn.Conv2d(1, 6, 5, padding=2), tnn.ReLU(), tnn.MaxPool2d(2),
-            tnn.Conv2d(6, 16, 5), tnn.ReLU(), tnn.MaxPool2d(2), tnn.Flatten(),
-            tnn.Linear(400, 120), tnn.ReLU(), tnn.Linear(120, 84), tnn.ReLU(),
-            tnn.Linear(84, 10))
-        with torch.no_grad():  # the library's weights (Conv2d: the same layout; Dense: .T)
-            ours = [m for m in lenet_model() if hasattr(m, "weight")]
-            theirs = [m for m in self.model if hasattr(m, "weight")]
-            for a, b in zip(ours, theirs):
-                w = a.weight.data if a.weight.ndim == 4 else a.weight.data.T
-                b.weight.copy_(torch.from_numpy(np.ascontiguousarray(w)))
-                b.bias.copy_(torch.from_numpy(a.bias.data))
-        self.X, self.y = torch.from_numpy(images), torch.from_numpy(labels)
-        self.rng = np.random.RandomState(2)
-        self.cost = tnn.CrossEntropyLoss()
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
-
-    def epoch(self):
-        for idx in epoch_batches(len(self.X), self.rng):
-            idx = self.torch.from_numpy(idx)
-            loss = self.cost(self.model(self.X[idx]), self.y[idx])
-            self.opt.zero_grad()
-            loss.backward()
-            self.opt.step()
-
-
-CONTENDERS = {"eager": LibraryLeNet, "jit": lambda X, y: LibraryLeNet(X, y, True),
-              "torch": TorchLeNet}
+CONTENDERS = {"eager": library_lenet, "jit": lambda X, y: library_lenet(X, y, use_jit=True),
+              "torch": torch_lenet}
