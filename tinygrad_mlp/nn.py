@@ -25,6 +25,8 @@ __all__ = [
     "ReLU",
     "Tanh",
     "Sequential",
+    "Dropout",
+    "Flatten",
     "BinaryCrossEntropy",
     "CrossEntropy",
     "MSE",
@@ -53,6 +55,11 @@ class Module:
     # passed to an op as a constant): `fit` may then record one step and replay it (see
     # replay.py). Declare it in the class that defines `forward`.
     static_graph = False
+
+    # Training mode (Dropout drops, BatchNorm uses the batch's statistics) or eval mode.
+    # A class attribute, so every module starts in training mode without calling
+    # Module.__init__; `train()` / `eval()` set it on the instance of every submodule.
+    training = True
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__}.forward is not implemented")
@@ -105,15 +112,63 @@ class Module:
         for p in self.parameters():
             p.grad = None
 
+    # -- modes ----------------------------------------------------------------------------
+    def train(self, mode=True):
+        """Set training mode (mode=True) or eval mode on this module and every submodule."""
+        mode = bool(mode)
+        for m in self.modules():
+            m.training = mode
+        return self
+
+    def eval(self):
+        """Eval mode: the same as `train(False)`. Returns the module."""
+        return self.train(False)
+
+    # -- buffers --------------------------------------------------------------------------
+    def register_buffer(self, name, array):
+        """Hold `array` as a buffer: a Tensor attribute `name` that is state (in
+        `state_dict`, saved and loaded) but not a parameter (requires_grad False, no
+        gradient, not in `parameters()`), like BatchNorm1d's running statistics."""
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"register_buffer: name must be an identifier, got {name!r}")
+        t = array if isinstance(array, Tensor) else Tensor(np.array(array))
+        if t.requires_grad:
+            raise ValueError(f"register_buffer: {name} requires grad; a buffer is not a "
+                             f"parameter")
+        t.name = name
+        names = self.__dict__.setdefault("_buffer_names", [])
+        if name not in names:
+            names.append(name)
+        setattr(self, name, t)
+        return t
+
+    def named_buffers(self, prefix=""):
+        """(name, Tensor) for every registered buffer, e.g. ('1.running_mean', t)."""
+        seen = set()
+        for mod_name, mod in self.named_modules(prefix):
+            for key in mod.__dict__.get("_buffer_names", ()):
+                value = getattr(mod, key, None)
+                if isinstance(value, Tensor) and id(value) not in seen:
+                    seen.add(id(value))
+                    yield (f"{mod_name}.{key}" if mod_name else key), value
+
+    def buffers(self):
+        """The buffers as a list, in the order of `named_buffers`."""
+        return [b for _, b in self.named_buffers()]
+
     # -- state ----------------------------------------------------------------------------
+    def _named_state(self):
+        return OrderedDict(list(self.named_parameters()) + list(self.named_buffers()))
+
     def state_dict(self):
-        """Name -> copy of each parameter's array (an OrderedDict)."""
-        return OrderedDict((name, p.data.copy()) for name, p in self.named_parameters())
+        """Name -> copy of each parameter's array, then of each buffer's (an OrderedDict)."""
+        return OrderedDict((name, t.data.copy()) for name, t in self._named_state().items())
 
     def load_state_dict(self, state, *, source="state_dict"):
-        """Copy arrays into the parameters. Checks every name, shape and dtype kind first:
-        on any mismatch raises ValueError and leaves the model untouched."""
-        params = OrderedDict(self.named_parameters())
+        """Set the parameters and buffers from arrays (each Tensor gets a new `.data`).
+        Checks every name, shape and dtype kind first: on any mismatch raises ValueError
+        and leaves the model untouched."""
+        params = self._named_state()
         missing = [k for k in params if k not in state]
         unexpected = [k for k in state if k not in params]
         problems = []
@@ -138,16 +193,17 @@ class Module:
                              f"{type(self).__name__}: " + "; ".join(problems))
         for name, p in params.items():
             p.data = new[name]
-            p.grad = None
+            if p.requires_grad:
+                p.grad = None
 
     def save(self, path):
-        """Write the parameters to a NumPy .npz file, atomically (temp file + rename)."""
+        """Write the parameters and buffers to a NumPy .npz file, atomically (temp + rename)."""
         buf = io.BytesIO()
         np.savez(buf, **self.state_dict())
         atomic_write(path, lambda f: f.write(buf.getvalue()))
 
     def load(self, path):
-        """Load parameters saved by `save`; a file that does not fit leaves the model as it was."""
+        """Load what `save` wrote; a file that does not fit leaves the model as it was."""
         path = os.fspath(path)
         if os.path.isfile(path) and not zipfile.is_zipfile(path):
             raise ValueError(f"load: {path} is not a readable .npz checkpoint (no zip header; "
@@ -281,6 +337,50 @@ class Sequential(Module):
 
     def __iter__(self):
         return iter(self.layers)
+
+
+# ----------------------------------------------------------------------------- more layers
+
+
+class Dropout(Module):
+    """In training mode zero each element with probability p and scale the rest by
+    1 / (1 - p) (so the expected value is unchanged); the identity in eval mode.
+
+    The mask is drawn by the op `ops.Dropout` from `self.rng` (a np.random.RandomState,
+    else RandomState(seed)): a seeded Dropout drops the same elements run after run.
+    """
+
+    static_graph = True  # the mask comes from the generator inside the op, not the data
+
+    def __init__(self, p=0.5, *, rng=None, seed=None):
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)) \
+                or not 0.0 <= float(p) < 1.0:
+            raise ValueError(f"Dropout: p must be a number in [0, 1), got {p!r}")
+        self.p = float(p)
+        self.rng = rng if rng is not None else np.random.RandomState(seed)
+
+    def forward(self, x):
+        x = _as_tensor(x)
+        if not self.training:
+            return x
+        return ops.Dropout.apply(x, p=self.p, rng=self.rng)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class Flatten(Module):
+    """(N, d1, d2, ...) -> (N, d1 * d2 * ...): keep the batch dimension, join the rest."""
+
+    static_graph = True
+
+    def forward(self, x):
+        x = _as_tensor(x)
+        if x.ndim < 2:
+            raise ValueError(f"Flatten(): expected input (N, ...) with at least 2 dimensions, "
+                             f"got {_shape_str(x.shape)}")
+        # -1 for the batch, so the recorded op does not depend on the batch size
+        return ops.Reshape.apply(x, shape=(-1, int(np.prod(x.shape[1:]))))
 
 
 # ----------------------------------------------------------------------------- losses

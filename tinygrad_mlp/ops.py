@@ -1008,3 +1008,8 @@ class L2Penalty(Function):
     def jvp(ctx, *ts):
         return _add(*[None if t is None else np.sum(t * w) * ctx.lam
                       for w, t in zip(ctx.saved, ts)])
+
+
+# The ops of the further layers live in files of their own (one idea a file); they are
+# Functions like the ones above, listed here so `ops` names every op.
+from .dropout_ops import Dropout  # noqa: E402, F401
