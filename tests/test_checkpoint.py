@@ -382,3 +382,163 @@ def test_mismatched_checkpoints_are_refused_naming_what_differs(tmp_path, case, 
         assert ckpt.read_bytes() == before
         return
     _refused(ckpt, message, model, make_opt, **fit_kwargs)
+
+
+# ----------------------------------------------------------------------------- early stopping
+
+
+def test_early_stopping_restores_the_best_epochs_weights_exactly(tmp_path):
+    snapshots = {}
+
+    def keep(epoch, history):
+        snapshots[epoch] = model.state_dict()
+
+    model = _model()
+    X, y = _data()
+    h = train.fit(model, nn.CrossEntropy(), optim.Adam(model.parameters(), lr=0.2), X[:120],
+                  y[:120], epochs=60, batch_size=16, seed=5, X_valid=X[120:128],
+                  y_valid=y[120:128], progress=False, early_stopping=3, on_epoch_end=keep)
+    best = h.best_epoch
+    assert len(h) < 60, "the run should have stopped early"
+    assert best == 1 + int(np.argmax(h.valid_acc))  # the first epoch of the highest accuracy
+    assert len(h) == best + 3  # three epochs without a higher accuracy, then stop
+    assert all(a <= h.valid_acc[best - 1] for a in h.valid_acc)
+    final = model.state_dict()
+    assert any(not np.array_equal(a, b) for a, b in zip(final.values(),
+                                                        snapshots[len(h)].values()))
+    for k, a in snapshots[best].items():
+        assert np.array_equal(final[k], a), k
+
+    # restore_best=False keeps the last epoch's weights; a checkpoint of the stopped run
+    # resumes to the same end without training more
+    model = _model()
+    ckpt = tmp_path / "c.npz"
+    h2 = train.fit(model, nn.CrossEntropy(), optim.Adam(model.parameters(), lr=0.2), X[:120],
+                   y[:120], epochs=60, batch_size=16, seed=5, X_valid=X[120:128],
+                   y_valid=y[120:128], progress=False, early_stopping=3, restore_best=False,
+                   checkpoint=ckpt)
+    assert h2.valid_acc == h.valid_acc and h2.best_epoch == best
+    for k, a in snapshots[len(h)].items():
+        assert np.array_equal(model.state_dict()[k], a), k
+    again = _model()
+    opt = optim.Adam(again.parameters(), lr=0.2)
+    h3 = train.fit(again, nn.CrossEntropy(), opt, X[:120], y[:120], epochs=60, batch_size=16,
+                   seed=5, X_valid=X[120:128], y_valid=y[120:128], progress=False,
+                   early_stopping=3, restore_best=False, resume=ckpt)
+    assert len(h3) == len(h2) and opt.steps == len(h2) * 7
+
+
+def test_early_stopping_needs_validation_data_and_a_positive_count():
+    model = _model()
+    X, y = _data()
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="early_stopping must be a positive integer"):
+            train.fit(model, nn.CrossEntropy(), optim.SGD(model.parameters(), lr=0.1), X, y,
+                      epochs=2, batch_size=16, X_valid=X, y_valid=y, early_stopping=bad,
+                      progress=False)
+    with pytest.raises(ValueError, match="early_stopping needs validation data"):
+        train.fit(model, nn.CrossEntropy(), optim.SGD(model.parameters(), lr=0.1), X, y,
+                  epochs=2, batch_size=16, early_stopping=2, progress=False)
+
+
+# ----------------------------------------------------------------------------- modes
+
+
+class Spy(nn.Module):
+    """The identity; notes the training flag of every call (and whether grad was on)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def forward(self, x):
+        from tinygrad_mlp import is_grad_enabled
+        self.calls.append((self.training, is_grad_enabled()))
+        return x if isinstance(x, Tensor) else Tensor(x)
+
+
+def test_fit_steps_in_training_mode_evaluates_in_eval_mode_and_restores_the_modes():
+    spy = Spy()
+    model = nn.Sequential(nn.Dense(4, 3, seed=0, dtype=np.float64), spy)
+    model.eval()
+    X, y = _data()
+    train.fit(model, nn.CrossEntropy(), optim.SGD(model.parameters(), lr=0.1), X[:120],
+              y[:120], epochs=2, batch_size=40, X_valid=X[120:], y_valid=y[120:],
+              progress=False, replay=False)
+    steps = [c for c in spy.calls if c[1]]
+    passes = [c for c in spy.calls if not c[1]]
+    assert len(steps) == 2 * 3 and all(training for training, _ in steps)
+    assert passes and not any(training for training, _ in passes)
+    assert not model.training and not spy.training  # as before fit
+    spy.calls.clear()
+    train.predict(model.train(), X)
+    assert spy.calls == [(False, False)] and spy.training
+
+
+# ----------------------------------------------------------------------------- diagnostics
+
+
+def _diag_model():
+    rng = np.random.RandomState(2)
+    return nn.Sequential(nn.Dense(4, 6, rng=rng, dtype=np.float64, init_std=1.5), nn.ReLU(),
+                         nn.Dense(6, 5, rng=rng, dtype=np.float64, init_std=1.5), nn.Sigmoid(),
+                         nn.Dense(5, 3, rng=rng, dtype=np.float64, init_std=1.5), nn.Tanh())
+
+
+def test_diagnostics_equal_a_direct_computation():
+    X, y = _data(96)
+    model = _diag_model()
+    h = train.fit(model, nn.MSE(), optim.SGD(model.parameters(), lr=0.3), X, np.eye(3)[y],
+                  epochs=3, batch_size=32, shuffle=False, progress=False, diagnostics=True,
+                  l2=0.01)
+    # the same three epochs by hand: SGD steps on batches 0-31, 32-63, 64-95
+    ref = _diag_model()
+    names = [n for n, _ in ref.named_parameters()]
+    expect = {n: {"grad_norm": [], "weight_norm": [], "update_ratio": []} for n in names}
+    acts = {"1": [], "3": [], "5": []}
+    for _ in range(3):
+        g_norms, ratios = {n: [] for n in names}, {n: [] for n in names}
+        for start in range(0, 96, 32):
+            ref.zero_grad()
+            xb, yb = X[start:start + 32], np.eye(3)[y[start:start + 32]]
+            nn.MSE()(ref(Tensor(xb)), yb).backward()
+            for n, p in ref.named_parameters():
+                g = p.grad + (0.01 * p.data if n.endswith("weight") else 0)
+                g_norms[n].append(np.linalg.norm(g))
+                new = p.data - 0.3 * g
+                if np.linalg.norm(p.data) > 0:
+                    ratios[n].append(np.linalg.norm(new - p.data) / np.linalg.norm(p.data))
+                p.data = new
+        for n, p in ref.named_parameters():
+            expect[n]["grad_norm"].append(np.mean(g_norms[n]))
+            expect[n]["weight_norm"].append(np.linalg.norm(p.data))
+            expect[n]["update_ratio"].append(np.mean(ratios[n]) if ratios[n] else np.nan)
+        h1 = np.maximum(X @ ref[0].weight.data + ref[0].bias.data, 0)
+        s3 = 1 / (1 + np.exp(-(h1 @ ref[2].weight.data + ref[2].bias.data)))
+        t5 = np.tanh(s3 @ ref[4].weight.data + ref[4].bias.data)
+        acts["1"].append(float(np.mean(~(h1 > 0).any(axis=0))))
+        acts["3"].append(float(np.mean((s3 <= 0.01) | (s3 >= 0.99))))
+        acts["5"].append(float(np.mean((t5 <= -0.99) | (t5 >= 0.99))))
+    assert sorted(h.diagnostics) == sorted(names + list(acts))
+    for n in names:
+        for key, values in expect[n].items():
+            np.testing.assert_allclose(h.diagnostics[n][key], values, rtol=1e-10, err_msg=n)
+    for n, values in acts.items():
+        key = "dead" if n == "1" else "saturated"
+        assert list(h.diagnostics[n]) == [key]
+        np.testing.assert_allclose(h.diagnostics[n][key], values, rtol=1e-12, err_msg=n)
+    assert np.isfinite(h.diagnostics["0.bias"]["update_ratio"][0])  # steps 2, 3 (0 at step 1)
+    assert any(v > 0 for v in acts["1"] + acts["3"]), "the check should see dead/saturated units"
+
+
+def test_diagnostics_change_no_training_number():
+    runs = []
+    for diagnostics in (False, True):
+        model = _model()
+        h = _fit(model, optim.Adam(model.parameters(), lr=0.02), 3, diagnostics=diagnostics,
+                 schedule=lambda s: optim.one_cycle(s, 21, 0.05))
+        runs.append((model, h))
+    (m1, h1), (m2, h2) = runs
+    assert h1.diagnostics == {} and set(h2.diagnostics) == {"0.weight", "0.bias", "3.weight",
+                                                             "3.bias", "1"}
+    h2.diagnostics = {}
+    _same_run(m1, h1, m2, h2)
