@@ -38,7 +38,7 @@ Data: --data auto (default) uses the first --rows MNIST training images (and --t
 test images for accuracy) when found without downloading, else synthetic MNIST-like data
 (said so in the output); --data mnist / synthetic force one.
 
-  TINYGRAD_MLP_DATA=/work/shared/data python examples/convergence.py \\
+  TINYGRAD_MLP_DATA=DIR python examples/convergence.py \\
       --out docs/img/convergence.png
 """
 

@@ -18,7 +18,8 @@ its parent), else in $TINYGRAD_MLP_DATA/<dataset>, else ~/.cache/tinygrad_mlp/<d
 (downloaded there when missing, unless --no-download).
 
 Examples:
-  TINYGRAD_MLP_DATA=/work/shared/data python examples/mnist.py
+  python examples/mnist.py                        # downloads MNIST once (checksummed)
+  TINYGRAD_MLP_DATA=DIR python examples/mnist.py  # DIR/mnist holds the four IDX files
   python examples/mnist.py --preset fast --data ~/datasets/mnist --out runs/fast
   python examples/mnist.py --resume runs/mnist/model.npz --epochs 20
 
@@ -566,7 +567,7 @@ def main(argv=None):
         try:
             written += draw_graph(model, build_loss(cfg), cfg, X_train, y_train, args.out)
         except (ImportError, RuntimeError) as e:
-            print(f"note: skipping the graph drawing: {e}")
+            print(f"note: skipping the graph drawing (the pictures graph.svg and graph.png): {e}")
 
     print("wrote " + ", ".join(written))
     if history.cost:

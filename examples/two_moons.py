@@ -6,7 +6,7 @@ modules (Dense, Tanh, CrossEntropy, Adam, fit) and its decision boundary is draw
 <out>/two_moons.png (needs matplotlib).
 
   python examples/two_moons.py                 # writes runs/two_moons/two_moons.png
-  python examples/two_moons.py --noise 0.25 --hidden 32 --out /tmp/moons
+  python examples/two_moons.py --noise 0.25 --hidden 32 --out runs/moons
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ Data: --data auto (default) uses MNIST when tinygrad_mlp.data.load_mnist finds t
 ($TINYGRAD_MLP_DATA/mnist, or --root DIR) without downloading, else a synthetic MNIST-like
 batch, and says which it used; --data mnist (may download) or --data synthetic forces one.
 
-  TINYGRAD_MLP_DATA=/work/shared/data python examples/vanishing_gradients.py \\
+  TINYGRAD_MLP_DATA=DIR python examples/vanishing_gradients.py \\
       --out docs/img/vanishing_gradients.png
 """
 

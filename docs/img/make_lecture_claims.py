@@ -2,7 +2,7 @@
 
 Runs the three examples with their default settings and writes vanishing_gradients.png,
 convergence.png and forward_vs_reverse.png next to this file, printing each table. Set
-TINYGRAD_MLP_DATA to the folder holding mnist/ (e.g. /work/shared/data): without MNIST the
+TINYGRAD_MLP_DATA to the folder holding mnist/ (DIR/mnist/ holding the IDX files): without MNIST the
 first two fall back to synthetic data and say so. Takes about a minute and a half.
 """
 
