@@ -214,10 +214,10 @@ def main(argv=None):
     args = parse_args(argv)
     torch = import_torch()
     start = time.perf_counter()
-    rows_needed = max(args.batches * lecture.BATCH, 0 if "cnn" in args.skip else args.cnn_rows)
-    X64, y, source = lecture.load_mnist(args.data, args.synthetic, rows_needed or None)
-    Xl, yl = (X64[:args.batches * lecture.BATCH], y[:args.batches * lecture.BATCH]) \
-        if args.batches else (X64, y)
+    n = args.batches * lecture.BATCH or None  # None: all rows
+    cnn_rows = 0 if "cnn" in args.skip else args.cnn_rows
+    X64, y, source = lecture.load_mnist(args.data, args.synthetic, n and max(n, cnn_rows))
+    Xl, yl = X64[:n], y[:n]
     print(f"{machine(torch)}\ndata: {source}; lecture epoch {len(Xl):,} rows, "
           f"{args.repeats} repeats", flush=True)
     rows, raw = [], {}
