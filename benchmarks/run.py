@@ -225,8 +225,8 @@ def main(argv=None):
     torch = import_torch()
     start = time.perf_counter()
     n = args.batches * lecture.BATCH or None  # None: all rows
-    cnn_rows = 0 if "cnn" in args.skip else args.cnn_rows
-    X64, y, source = lecture.load_mnist(args.data, args.synthetic, n and max(n, cnn_rows))
+    cnn_n = 0 if "cnn" in args.skip else args.cnn_rows
+    X64, y, source = lecture.load_mnist(args.data, args.synthetic, n and max(n, cnn_n))
     Xl, yl = X64[:n], y[:n]
     print(f"{machine(torch)}\ndata: {source}; lecture epoch {len(Xl):,} rows, "
           f"{args.repeats} repeats", flush=True)
