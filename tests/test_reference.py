@@ -14,6 +14,7 @@ import pytest
 
 from tinygrad_mlp import Tensor, nn, optim, train
 from tinygrad_mlp.reference import NeuralNetMLP, logistic_cost, one_hot, sigmoid
+from tinygrad_mlp.testing import assert_gradients_match
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAIRS = [("0.weight", "w_h"), ("0.bias", "b_h"), ("2.weight", "w_out"), ("2.bias", "b_out")]
@@ -81,17 +82,21 @@ def test_autodiff_gradients_equal_the_delta_formulas(l2):
     model = lecture_model(np.random.RandomState(1))
     ref = NeuralNetMLP(n_hidden=100, l2=l2, seed=1).initialize(784, 10)
     Y = one_hot(y, 10)
+    hand = {mine: g + (l2 * getattr(ref, mine) if mine.startswith("w") else 0.0)
+            for mine, g in ref.gradients(X, Y).items()}
+    assert all(np.abs(g).max() > 0 for g in hand.values())
+    # every element within 1e-9 of the smallest parameter's gradient scale, and 1e-9 relative
+    atol = 1e-9 * min(np.abs(g).max() for g in hand.values())
+    report = assert_gradients_match(hand, model, nn.BinaryCrossEntropy(reduction="sum"), X, Y,
+                                    l2=l2, names={mine: lib for lib, mine in PAIRS},
+                                    atol=atol, rtol=1e-9)
+    assert [(row["name"], row["hand_name"]) for row in report.rows] == PAIRS
+    assert all(row["diagnosis"] == "match" and row["shape"] == getattr(ref, row["hand_name"]).shape
+               for row in report.rows)
+    assert all(p.grad is None for p in model.parameters())  # the check leaves .grad alone
     cost = nn.BinaryCrossEntropy(reduction="sum")(model(Tensor(X)), Y)
     if l2:
         cost = cost + nn.l2_penalty(model, l2)
-    cost.backward()
-    hand = ref.gradients(X, Y)
-    params = dict(model.named_parameters())
-    for lib, mine in PAIRS:
-        expected = hand[mine] + (l2 * getattr(ref, mine) if mine.startswith("w") else 0.0)
-        assert params[lib].grad.shape == expected.shape
-        assert np.abs(expected).max() > 0
-        assert_close_to_scale(params[lib].grad, expected)
     assert float(cost.data) == pytest.approx(ref.cost(X, Y), rel=1e-12)
 
 
@@ -235,18 +240,24 @@ def test_compare_gradients_example_prints_tiny_differences_and_writes_files(tmp_
     printed = capsys.readouterr().out
     assert "SYNTHETIC" in printed and "Table 1" in printed and "Table 2" in printed
 
-    # Table 1 as printed: 8 rows (4 parameters, without and with L2), tiny differences
-    names = {lib for lib, _ in PAIRS}
-    rows = [line.split() for line in printed.splitlines()
+    # Table 1 as printed (two compare_gradients reports): 8 rows (4 parameters, without
+    # and with L2), tiny differences, each diagnosed "match"
+    table1 = printed[printed.index("Table 1"):printed.index("Table 2")]
+    names = {f"({lib})" for lib, _ in PAIRS}
+    rows = [line.split() for line in table1.splitlines()
             if len(line.split()) > 2 and line.split()[1] in names]
     assert len(rows) == 8
     for row in rows:
-        max_abs, max_rel = float(row[-2]), float(row[-1])
-        assert max_abs <= 1e-9 and max_rel <= 1e-9, row
+        max_abs, max_rel = float(row[-3]), float(row[-2])
+        assert max_abs <= 1e-9 and max_rel <= 1e-9 and row[-1] == "match", row
 
     result = json.loads((out / "compare_gradients.json").read_text())
     assert len(result["table"]) == 8
     assert max(r["max_rel"] for r in result["table"]) <= 1e-9
+    assert {r["diagnosis"] for r in result["table"]} == {"match"}
+    # Table 2: the printed cost's gradient, checked as a hand derivation, is "l2-doubled"
+    assert result["lecture_l2_diagnosis"] == {"w_h": "l2-doubled", "b_h": "match",
+                                              "w_out": "l2-doubled", "b_out": "match"}
     assert result["finite_differences"]["max_rel"] < 1e-5
     for row in result["lecture_l2"]:  # the lecture's l2 * sum(W^2): a factor of 2
         assert row["ratio_min"] == pytest.approx(2.0, rel=1e-6)

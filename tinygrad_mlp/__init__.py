@@ -1,6 +1,6 @@
 """tinygrad_mlp: a small, fast, honest reverse-mode autodiff library on NumPy."""
 
-from . import _malloc, data, nn, ops, optim, reference, replay, train, viz
+from . import _malloc, data, nn, ops, optim, reference, replay, testing, train, viz
 from .forward import jvp
 from .gradcheck import GradcheckError, gradcheck, numerical_gradient
 from .tensor import (
@@ -40,6 +40,7 @@ __all__ = [
     "optim",
     "reference",
     "replay",
+    "testing",
     "train",
     "data",
     "viz",
