@@ -187,7 +187,7 @@ def cnn_rows(args, torch, X64, y):
     ready, missing = build(lenet.CONTENDERS, ["eager", "jit", "torch"], images, y[:len(images)])
     times = measure([(threads, ready)], max(1, args.repeats // 2), torch, args.pause)[0]
     scale = 60000 / len(images)
-    what = f"LeNet-5, float32, {threads} threads: "
+    what = f"LeNet-5, float32, {threads} thread{'s' if threads > 1 else ''}: "
     rows = [row("6", what + "jit loop / PyTorch eager", times, missing, "jit", "torch", 1.5,
                 scale),
             row("ref", what + "eager loop / PyTorch eager", times, missing, "eager", "torch",
