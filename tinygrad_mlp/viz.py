@@ -50,6 +50,8 @@ _STYLE = {  # kind -> (fill colour, border colour)
     "cut": ("#ffffff", "#999999"),
 }
 _GRAD_COLOR = "#a33a2c"
+_HIGHLIGHT = {"fillcolor": "#ffcdd2", "color": "#d50000", "fontcolor": "#b71c1c",
+              "penwidth": "2.5"}  # ops marked by `highlight` (e.g. a failed check_ops)
 _DATA_COLOR = "#333333"
 _DIM_COLOR = "#555555"
 _NO_GRAD_EDGE = {"style": "dashed", "color": "#9a9a9a"}
@@ -305,7 +307,7 @@ class _Clusters:
 
 # ----------------------------------------------------------------------------- draw
 def draw(tensor, *, show_grad=True, show_data=False, rankdir="LR", group=None,
-         collapse=False, max_nodes=None):
+         collapse=False, max_nodes=None, highlight=()):
     """A graphviz.Digraph of the graph that computed `tensor`.
 
     One box per Tensor (its `name`, else the op that made it, else "input"/"const"/"param"
@@ -320,6 +322,8 @@ def draw(tensor, *, show_grad=True, show_data=False, rankdir="LR", group=None,
         (the loss function) form a cluster "loss"; ops outside any module stay outside.
     collapse: with `group`, draw each top-level module as a single node instead.
     max_nodes: draw only the `max_nodes` tensors nearest to `tensor`; the cut is marked.
+    highlight: ops to mark in red: OpCheck objects (from `gradcheck.check_ops`) or op
+        indices (positions in creation order, as OpCheck.index).
 
     The Digraph holds only strings: node ids come from a counter ("t0", "op0", ...) in
     the order inputs are first needed, so they are stable for the same graph.
@@ -342,6 +346,7 @@ def draw(tensor, *, show_grad=True, show_data=False, rankdir="LR", group=None,
     if collapse and group is None:
         raise ValueError("viz.draw: collapse=True needs group=model")
     gv = _graphviz()
+    marked = _highlighted(tensor, highlight)
 
     keep = _select(tensor, int(max_nodes)) if max_nodes is not None else None
     order = _topological(tensor, keep)
@@ -389,8 +394,11 @@ def draw(tensor, *, show_grad=True, show_data=False, rankdir="LR", group=None,
             op = f"op{n_ops}"
             n_ops += 1
             fill, border = _STYLE["op"]
-            nodes.append((op, {"label": op_name, "shape": "ellipse", "fillcolor": fill,
-                               "color": border}, key))
+            op_attrs = {"label": op_name, "shape": "ellipse", "fillcolor": fill,
+                        "color": border}
+            if id(ctx) in marked:
+                op_attrs.update(_HIGHLIGHT)
+            nodes.append((op, op_attrs, key))
             places[op] = key
             no_grad = _no_grad_inputs(fn)
             for i, p in enumerate(t.parents):
@@ -434,6 +442,31 @@ def draw(tensor, *, show_grad=True, show_data=False, rankdir="LR", group=None,
                                  root_node)
         return _emit(g, nodes, edges, None)
     return _emit(g, nodes, edges, clusters)
+
+
+def _highlighted(tensor, highlight):
+    """ids of the Contexts of the ops to mark: OpCheck objects or creation-order indices."""
+    if highlight is None:
+        return set()
+    if not isinstance(highlight, (list, tuple, set, frozenset)):
+        highlight = [highlight]  # a single OpCheck or index
+    wanted = []
+    for h in highlight:
+        i = getattr(h, "index", h)
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"viz.draw: highlight takes OpCheck objects or op indices, got "
+                            f"{type(h).__name__}")
+        wanted.append(int(i))
+    if not wanted:
+        return set()
+    from .gradcheck import graph_ops
+
+    ops = graph_ops(tensor)
+    bad = [i for i in wanted if not 0 <= i < len(ops)]
+    if bad:
+        raise ValueError(f"viz.draw: highlight {bad}: the graph has {len(ops)} ops "
+                         f"(indices 0 to {len(ops) - 1})")
+    return {id(ops[i]._ctx) for i in wanted}
 
 
 def _collapse(nodes, edges, places, shapes, leaves, clusters, param_lines, root_node):
