@@ -38,11 +38,8 @@ def jvp(fn, primals, tangents):
                                  f"shape {x.shape}")
             x._tangent = t
         inputs.append(x)
-    _tensor._forward_mode += 1
-    try:
+    with _tensor.forward_mode():
         out = fn(*inputs)
-    finally:
-        _tensor._forward_mode -= 1
     if not isinstance(out, Tensor):
         raise TypeError(f"jvp: fn must return a Tensor, got {type(out).__name__}")
     tangent = out._tangent

@@ -18,8 +18,6 @@ from . import tensor as _tensor
 from ._files import atomic_write
 from .tensor import Tensor, _new_tensor, _shape_str
 
-_module_stack = _tensor._module_stack  # the same list object
-
 __all__ = [
     "Module",
     "Dense",
@@ -67,11 +65,8 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__}.forward is not implemented")
 
     def __call__(self, *args, **kwargs):
-        _module_stack.append(self)  # ops record the innermost running module (drawings)
-        try:
+        with _tensor.calling_module(self):  # ops note the innermost running module
             return self.forward(*args, **kwargs)
-        finally:
-            _module_stack.pop()
 
     # -- traversal ------------------------------------------------------------------------
     def _children(self):

@@ -30,8 +30,6 @@ makes `record` give no tape, and every step uses the ordinary engine.
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
 from . import tensor as _tensor
@@ -66,7 +64,8 @@ def is_static(module):
 def can_replay():
     """Grad mode on, no anomaly detection, no forward-mode tangents: a replay would skip
     what those modes add to every op, so steps then take the ordinary engine."""
-    return _tensor._grad_enabled and not _tensor._anomaly and not _tensor._forward_mode
+    return (_tensor.is_grad_enabled() and not _tensor.is_anomaly_enabled()
+            and not _tensor.forward_mode_depth())
 
 
 def _held_tensors(*modules):
@@ -78,6 +77,11 @@ def _held_tensors(*modules):
                 if isinstance(value, Tensor):
                     held[id(value)] = value
     return held
+
+
+class _Recording:
+    def __init__(self):
+        self.ops, self.modules = [], []
 
 
 class _Op:
@@ -138,16 +142,13 @@ class StepTape:
 
     @classmethod
     def record(cls, model, loss_fn, batch, targets):
-        log = []
-        outer, _tensor._op_log = _tensor._op_log, log
-        try:
+        outer = _tensor.current_recording()
+        with _tensor.recording_into(_Recording()) as recording:
             out = model(batch)
             loss = loss_fn(out, targets)
-        finally:
-            _tensor._op_log = outer
+        log = [entry + (None,) for entry in recording.ops]
         tape = None
-        if outer is None and can_replay() and all(e[5] == threading.get_ident() for e in log):
-            # (an op of another thread, run while this one recorded, would be in the log)
+        if outer is None and can_replay():
             tape = cls._from_log(log, _held_tensors(model, loss_fn), batch, targets, out, loss)
         return tape, out, loss
 

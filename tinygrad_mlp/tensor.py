@@ -38,18 +38,89 @@ __all__ = [
 
 DEFAULT_DTYPE = np.float32
 
-# ----------------------------------------------------------------------------- global modes
-_grad_enabled = True     # off inside `no_grad()`
-_anomaly = False         # on inside `detect_anomaly()`
-_module_stack = []       # modules whose __call__ is running (for graph drawings)
-_forward_mode = 0        # > 0 while `jvp` runs: ops also propagate tangents
-_sequence = itertools.count()  # creation order of recorded ops: backward runs them in reverse
-_op_log = None           # a list while `replay.StepTape.record` runs: every apply is noted
+# ----------------------------------------------------------------------------- modes
+class _ThreadState(threading.local):
+    """The engine's modes, one set per thread (as PyTorch's grad mode): a thread under
+    `no_grad()` never changes what another thread builds or records."""
+
+    def __init__(self):
+        self.grad_enabled = True  # off inside `no_grad()`
+        self.anomaly = False      # on inside `detect_anomaly()`
+        self.module_stack = []    # modules whose __call__ is running (ops note the innermost)
+        self.forward_depth = 0    # > 0 while `jvp` runs: ops also propagate tangents
+        self.recording = None     # a jit recording in progress: every apply is noted in it
+
+
+_state = _ThreadState()
+_sequence = itertools.count()  # creation order of ops: backward runs them in reverse
 
 
 def is_grad_enabled():
-    """True unless inside `no_grad()`."""
-    return _grad_enabled
+    """True unless inside `no_grad()` (in this thread)."""
+    return _state.grad_enabled
+
+
+def set_grad_enabled(mode):
+    """Turn graph building on or off in this thread; returns the previous mode."""
+    previous, _state.grad_enabled = _state.grad_enabled, bool(mode)
+    return previous
+
+
+def is_anomaly_enabled():
+    """True inside `detect_anomaly()` (in this thread)."""
+    return _state.anomaly
+
+
+def current_module():
+    """The innermost module whose `__call__` is running in this thread, or None."""
+    stack = _state.module_stack
+    return stack[-1] if stack else None
+
+
+@contextlib.contextmanager
+def calling_module(module):
+    """`with calling_module(m):` marks `m` as the running module (nn.Module.__call__); ops
+    applied inside note it in `ctx.module`, and a jit recording notes the module."""
+    _state.module_stack.append(module)
+    recording = _state.recording
+    if recording is not None:
+        recording.modules.append(module)
+    try:
+        yield
+    finally:
+        _state.module_stack.pop()
+
+
+def forward_mode_depth():
+    """How many `jvp` calls are running in this thread (0: no tangents are pushed)."""
+    return _state.forward_depth
+
+
+@contextlib.contextmanager
+def forward_mode():
+    """Push tangents through every op applied inside (used by `jvp`)."""
+    _state.forward_depth += 1
+    try:
+        yield
+    finally:
+        _state.forward_depth -= 1
+
+
+def current_recording():
+    """The jit recording in progress in this thread, or None."""
+    return _state.recording
+
+
+@contextlib.contextmanager
+def recording_into(recording):
+    """Note every op applied in this thread inside the block in `recording` (jit.py):
+    `recording.ops.append((Function, inputs, params, ctx, output))`, and each module
+    called in `recording.modules`."""
+    outer, _state.recording = _state.recording, recording
+    try:
+        yield recording
+    finally:
+        _state.recording = outer
 
 
 class _GradMode(contextlib.ContextDecorator):
@@ -57,17 +128,15 @@ class _GradMode(contextlib.ContextDecorator):
 
     def __init__(self, enabled):
         self.enabled = enabled
-        self._saved = []
+        self._saved = threading.local()  # one object may be entered by several threads
 
     def __enter__(self):
-        global _grad_enabled
-        self._saved.append(_grad_enabled)
-        _grad_enabled = self.enabled
+        stack = self._saved.__dict__.setdefault("stack", [])
+        stack.append(set_grad_enabled(self.enabled))
         return self
 
     def __exit__(self, *exc):
-        global _grad_enabled
-        _grad_enabled = self._saved.pop()
+        set_grad_enabled(self._saved.stack.pop())
         return False
 
 
@@ -89,14 +158,14 @@ def enable_grad(fn=None):
 def detect_anomaly():
     """Check every op's output and every gradient for NaN/inf and name the op that made it.
 
-    Slower; for debugging. Raises FloatingPointError at the first non-finite value.
+    Slower; for debugging. Raises FloatingPointError at the first non-finite value. Like
+    every mode, it holds for the calling thread only.
     """
-    global _anomaly
-    saved, _anomaly = _anomaly, True
+    saved, _state.anomaly = _state.anomaly, True
     try:
         yield
     finally:
-        _anomaly = saved
+        _state.anomaly = saved
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -176,7 +245,7 @@ class Context:
         self.needs_input_grad = needs_input_grad or (False,) * len(parents)
         self.saved = ()
         self.freed = False
-        self.module = _module_stack[-1] if _module_stack else None
+        self.module = current_module()
         self.seq = next(_sequence)
         self.forward_kwargs = {}
 
@@ -252,24 +321,26 @@ class Function:
         ctx.parents = inputs
         ctx.saved = ()
         ctx.freed = False
-        ctx.module = _module_stack[-1] if _module_stack else None
-        track = _grad_enabled and True in needs
+        state = _state
+        stack = state.module_stack
+        ctx.module = stack[-1] if stack else None
+        track = state.grad_enabled and True in needs
         ctx.needs_input_grad = needs if track else (False,) * len(needs)
         ctx.forward_kwargs = params
         data = cls.forward(ctx, *arrays, **params)
         if data.__class__ is not np.ndarray:
             data = np.asarray(data)
-        if _anomaly:
+        if state.anomaly:
             _check_finite(data, f"{cls.name}: forward produced", inputs)
         out = _new_tensor(data)
         if track:
             ctx.seq = next(_sequence)
             out.requires_grad = True
             out._ctx = ctx
-        if _forward_mode:
+        if state.forward_depth:
             _push_tangent(cls, ctx, inputs, out)
-        if _op_log is not None:
-            _op_log.append((cls, inputs, params, ctx, out, threading.get_ident()))
+        if state.recording is not None:
+            state.recording.ops.append((cls, inputs, params, ctx, out))
         return out
 
 
@@ -478,7 +549,7 @@ class Tensor:
         heap = [(-self._ctx.seq, self)]  # seqs are unique: Tensors are never compared
         done = []                        # contexts whose backward ran (freed at the end)
         pop, get, heappop, heappush = grads.pop, grads.get, heapq.heappop, heapq.heappush
-        anomaly = _anomaly
+        anomaly = _state.anomaly
         try:
             while heap:
                 node = heappop(heap)[1]
