@@ -224,7 +224,7 @@ def _check_one(t, index, eps, atol, rtol):
                     worst_bad = err
                     k_text = tuple(int(j) for j in k)
                     detail = (f"input {i} of shape {x.shape}, element {k_text}: backward "
-                              f"gives {analytic!r}, finite differences {numeric!r}")
+                              f"gives {analytic:.6g}, finite differences {numeric:.6g}")
                 worst = max(worst, err)
         return OpCheck(name, index, worst_bad < 0, worst, detail)
     finally:

@@ -91,16 +91,22 @@ def _dot_missing(what):
             f"text.")
 
 
-def _pipe(graph, what, **kwargs):
-    """graph.pipe(**kwargs), with a clear RuntimeError when `dot` is missing."""
+def _with_dot(what, render):
+    """render(), with a clear RuntimeError when the `dot` program is missing."""
     gv = _graphviz()
     if shutil.which("dot") is None:
         raise RuntimeError(_dot_missing(what))
     try:
-        return gv.Digraph.pipe(graph, **kwargs) if isinstance(graph, gv.Digraph) \
-            else graph.pipe(**kwargs)
+        return render()
     except gv.ExecutableNotFound:
         raise RuntimeError(_dot_missing(what)) from None
+
+
+def _pipe(graph, what, **kwargs):
+    """graph.pipe(**kwargs) (bytes), saying how to install `dot` when it is missing."""
+    gv = _graphviz()
+    pipe = gv.Digraph.pipe if isinstance(graph, gv.Digraph) else type(graph).pipe
+    return _with_dot(what, lambda: pipe(graph, **kwargs))
 
 
 _DRAWING = []  # the Digraph subclass draw returns, made on first use (graphviz is lazy)
@@ -114,20 +120,12 @@ def _drawing_class():
 
         class Drawing(gv.Digraph):
             def pipe(self, *args, **kwargs):
-                if shutil.which("dot") is None:
-                    raise RuntimeError(_dot_missing("Digraph.pipe"))
-                try:
-                    return super().pipe(*args, **kwargs)
-                except gv.ExecutableNotFound:
-                    raise RuntimeError(_dot_missing("Digraph.pipe")) from None
+                return _with_dot("Digraph.pipe", lambda: super(Drawing, self).pipe(
+                    *args, **kwargs))
 
             def render(self, *args, **kwargs):
-                if shutil.which("dot") is None:
-                    raise RuntimeError(_dot_missing("Digraph.render"))
-                try:
-                    return super().render(*args, **kwargs)
-                except gv.ExecutableNotFound:
-                    raise RuntimeError(_dot_missing("Digraph.render")) from None
+                return _with_dot("Digraph.render", lambda: super(Drawing, self).render(
+                    *args, **kwargs))
 
         Drawing.__name__ = Drawing.__qualname__ = "Digraph"
         Drawing.__module__ = __name__
