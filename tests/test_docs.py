@@ -113,7 +113,8 @@ def test_every_public_name_is_in_the_api_reference():
 # ----------------------------------------------------------------------------- API reference
 # Submodules whose public names are written `module.name` in docs/api.md, and those whose
 # names are re-exported at the top level and written bare.
-QUALIFIED = ("nn", "optim", "train", "data", "viz", "reference", "replay", "testing")
+QUALIFIED = ("nn", "optim", "train", "data", "viz", "reference", "replay", "testing",
+             "estimators")
 REEXPORTED = ("tensor", "gradcheck", "forward")
 # An entry of docs/api.md: a heading, or a list item, that starts with `name(parameters)`
 # (a list item may start with several, separated by commas).
@@ -163,10 +164,18 @@ def test_every_submodule_name_is_in_the_api_reference():
 
 def _resolve(dotted):
     """The object `dotted` names, starting from tinygrad_mlp's namespace; (obj, owner)."""
+    import importlib
+    import types
+
     import tinygrad_mlp
 
     obj, owner = tinygrad_mlp, None
     for part in dotted.split("."):
+        if not hasattr(obj, part) and isinstance(obj, types.ModuleType):
+            try:  # a submodule that `import tinygrad_mlp` does not load (estimators)
+                importlib.import_module(f"{obj.__name__}.{part}")
+            except ImportError:
+                pass
         if not hasattr(obj, part):
             return None, None
         owner, obj = obj, getattr(obj, part)
@@ -275,6 +284,36 @@ def test_every_public_callable_has_a_signature_entry():
         if callable(obj) and written not in documented:
             missing.append(written)
     assert not missing, f"docs/api.md has no `name(...)` entry for: {missing}"
+
+
+# Pages whose ```text blocks are output: each ```text block right after a ```python block
+# must be exactly what that block prints (the reports and step lists on them are real).
+PAGES_WITH_OUTPUT = ["docs/checking_backprop.md", "docs/visualization.md"]
+
+
+@pytest.mark.parametrize("name", PAGES_WITH_OUTPUT)
+def test_text_blocks_are_what_the_python_blocks_print(name, tmp_path, monkeypatch):
+    import contextlib
+    import io
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    page = ROOT / name
+    namespace = {"__name__": f"doc:{page.name}"}
+    printed, compared = None, 0
+    for m in FENCE.finditer(page.read_text(encoding="utf-8")):
+        words = m.group(1).split()
+        if words[:1] == ["python"] and "no-run" not in words:
+            buf = io.StringIO()
+            with contextlib.redirect_stdout(buf):
+                exec(compile(m.group(2), str(page), "exec"), namespace)
+            printed = buf.getvalue()
+        elif words == ["text"] and printed is not None:
+            assert m.group(2) == printed, (f"{name}: the page shows\n{m.group(2)}\nthe block "
+                                           f"before it prints\n{printed}")
+            compared += 1
+            printed = None
+    assert compared >= 2, f"{name}: no ```text block after a ```python block"
 
 
 def test_backprop_page_shows_the_real_compare_gradients_output(tmp_path):
