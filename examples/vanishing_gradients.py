@@ -149,6 +149,17 @@ def format_table(results):
     return "\n".join(lines)
 
 
+def _save(plt, fig, path, title):
+    """Title the figure, write it as a PNG to `path` (creating its folder), close it."""
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot(results, path, title=""):
     """One panel per depth, layer index vs gradient norm (log scale), a line per activation."""
     import matplotlib
@@ -173,13 +184,7 @@ def plot(results, path, title=""):
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("||dC/dW|| after one backward")
     axes[0][0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path, title)
 
 
 # ----------------------------------------------------------------------------- in training
@@ -257,13 +262,7 @@ def plot_diagnostics(runs, path, title=""):
         row[1].set_xticks(range(1, len(acts) + 1))
         row[1].set_ylim(-0.02, 1.02)
         row[1].grid(True, alpha=0.3)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path, title)
 
 
 # ----------------------------------------------------------------------------- main
