@@ -484,8 +484,8 @@ def main(argv=None):
     def on_epoch_end(epoch, history):
         live["history"] = history
         live["epochs_here"] += 1
-        del sumsq[epoch - 1:]
-        sumsq.append(sum_squared_weights(model))
+        del sumsq[epoch - 1:]  # (from a resumed history.json: maybe longer, or shorter)
+        sumsq.extend([None] * (epoch - 1 - len(sumsq)) + [sum_squared_weights(model)])
         if checkpoint is not None:  # before fit's checkpoint: it never has more epochs
             write_json(history_path, record(history))
 
