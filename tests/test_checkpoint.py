@@ -17,10 +17,11 @@ from tinygrad_mlp.train import CheckpointError
 
 # ----------------------------------------------------------------------------- the run
 
-# A run with Adam, a one-cycle schedule and Dropout: 240 rows, batches of 20 (12 steps an
-# epoch), 6 epochs. Run as a child process: `child.py OUT CKPT PLAN`; PLAN is "" (no stop)
-# or "<signal>:<where>:<n>": at global step n ("step") or after epoch n ("epoch") the child
-# writes OUT.ready and waits until the parent has signalled it (and written OUT.sent).
+# A run with Adam, a one-cycle schedule, BatchNorm1d and Dropout: 240 rows, batches of 20
+# (12 steps an epoch), 6 epochs. Run as a child process: `child.py OUT CKPT PLAN`; PLAN is
+# "" (no stop) or "<signal>:<where>:<n>": at global step n ("step") or after epoch n
+# ("epoch") the child writes OUT.ready and waits until the parent has signalled it (and
+# written OUT.sent).
 CHILD = textwrap.dedent("""
     import os, sys, time
     import numpy as np
@@ -52,7 +53,8 @@ CHILD = textwrap.dedent("""
     X = data.normal(size=(300, 6))
     y = (X[:, 0] + X[:, 1] * X[:, 2] > 0).astype(np.int64) + (X[:, 3] > 1)
     rng = np.random.RandomState(1)
-    model = nn.Sequential(nn.Dense(6, 16, rng=rng, dtype=np.float64, init_std=0.5), nn.ReLU(),
+    model = nn.Sequential(nn.Dense(6, 16, rng=rng, dtype=np.float64, init_std=0.5),
+                          nn.BatchNorm1d(16, dtype=np.float64), nn.ReLU(),
                           nn.Dropout(0.3, seed=7),
                           nn.Dense(16, 3, rng=rng, dtype=np.float64, init_std=0.5))
     opt = optim.Adam(model.parameters(), lr=0.02)
@@ -542,3 +544,34 @@ def test_diagnostics_change_no_training_number():
                                                              "3.bias", "1"}
     h2.diagnostics = {}
     _same_run(m1, h1, m2, h2)
+
+
+def _bn_model():
+    rng = np.random.RandomState(3)
+    return nn.Sequential(nn.Dense(4, 8, rng=rng, dtype=np.float64, init_std=0.5),
+                         nn.BatchNorm1d(8, dtype=np.float64), nn.Tanh(),
+                         nn.Dropout(0.2, seed=11),
+                         nn.Dense(8, 3, rng=rng, dtype=np.float64, init_std=0.5))
+
+
+def test_buffers_are_checkpointed_and_restored_with_the_best_epoch(tmp_path):
+    snapshots = {}
+    kwargs = dict(early_stopping=2, on_epoch_end=lambda e, h: snapshots.update(
+        {e: model.state_dict()}))
+    model = _bn_model()
+    h = _fit(model, optim.Adam(model.parameters(), lr=0.05), 30, **kwargs)
+    assert "1.running_mean" in snapshots[1] and len(h) < 30
+    for k, a in snapshots[h.best_epoch].items():
+        assert np.array_equal(model.state_dict()[k], a), k
+    assert not np.array_equal(snapshots[h.best_epoch]["1.running_var"],
+                              snapshots[len(h)]["1.running_var"])
+    # interrupted after 3 epochs and resumed: the same best epoch, weights and buffers
+    ckpt = tmp_path / "c.npz"
+    first = _bn_model()
+    _fit(first, optim.Adam(first.parameters(), lr=0.05), 3, checkpoint=ckpt,
+         early_stopping=2)
+    model = _bn_model()  # (the name the on_epoch_end above reads)
+    again = _fit(model, optim.Adam(model.parameters(), lr=0.05), 30, resume=ckpt, **kwargs)
+    assert again.best_epoch == h.best_epoch and again.valid_acc == h.valid_acc
+    for k, a in snapshots[h.best_epoch].items():
+        assert np.array_equal(model.state_dict()[k], a), k
