@@ -2,6 +2,7 @@
 
 from . import _malloc, data, nn, ops, optim, reference, replay, testing, train, viz
 from .forward import jvp
+from .jit import Jit, JitFallbackWarning, jit
 from .gradcheck import GradcheckError, gradcheck, numerical_gradient
 from .tensor import (
     Context,
@@ -35,6 +36,9 @@ __all__ = [
     "numerical_gradient",
     "GradcheckError",
     "jvp",
+    "jit",
+    "Jit",
+    "JitFallbackWarning",
     "ops",
     "nn",
     "optim",
