@@ -27,6 +27,11 @@ __all__ = [
     "Sequential",
     "Dropout",
     "Flatten",
+    "BatchNorm1d",
+    "LayerNorm",
+    "Conv2d",
+    "MaxPool2d",
+    "AvgPool2d",
     "BinaryCrossEntropy",
     "CrossEntropy",
     "MSE",
@@ -236,13 +241,21 @@ class Module:
 # ----------------------------------------------------------------------------- layers
 
 
-def _init_std(init_std, in_features, out_features):
+def _init_std(init_std, in_features, out_features, owner="Dense"):
+    """The standard deviation of the initial weights: a number, or 'he' (sqrt(2 / fan_in))
+    or 'xavier' (sqrt(2 / (fan_in + fan_out)))."""
     if isinstance(init_std, str):
         if init_std == "he":
             return float(np.sqrt(2.0 / in_features))
         if init_std in ("xavier", "glorot"):
             return float(np.sqrt(2.0 / (in_features + out_features)))
-        raise ValueError(f"Dense: init_std must be a number, 'he' or 'xavier', got {init_std!r}")
+        raise ValueError(f"{owner}: init_std must be a number, 'he' or 'xavier', "
+                         f"got {init_std!r}")
+    if isinstance(init_std, bool) or not isinstance(init_std, (int, float, np.integer,
+                                                               np.floating)) \
+            or not np.isfinite(init_std) or init_std < 0:
+        raise ValueError(f"{owner}: init_std must be a number >= 0, 'he' or 'xavier', "
+                         f"got {init_std!r}")
     return float(init_std)
 
 
@@ -381,6 +394,201 @@ class Flatten(Module):
                              f"got {_shape_str(x.shape)}")
         # -1 for the batch, so the recorded op does not depend on the batch size
         return ops.Reshape.apply(x, shape=(-1, int(np.prod(x.shape[1:]))))
+
+
+def _pair(owner, label, value, minimum):
+    """An int or a pair of ints (each >= minimum) as a pair."""
+    pair = (value, value) if isinstance(value, (int, np.integer)) else value
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2 or any(
+            isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum
+            for v in pair):
+        raise ValueError(f"{owner}: {label} must be an int >= {minimum} or a pair of them, "
+                         f"got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _show(pair):
+    return str(pair[0]) if pair[0] == pair[1] else f"({pair[0]}, {pair[1]})"
+
+
+def _check_image(layer, x, channels, kernel, padding):
+    """x must be (N, C, H, W) with C = channels (any C when None), at least the kernel."""
+    c = "C" if channels is None else str(channels)
+    if x.ndim != 4 or (channels is not None and x.shape[1] != channels):
+        raise ValueError(f"{layer}: expected input (N, {c}, H, W), got {_shape_str(x.shape)}")
+    if x.shape[2] + 2 * padding[0] < kernel[0] or x.shape[3] + 2 * padding[1] < kernel[1]:
+        raise ValueError(f"{layer}: input {_shape_str(x.shape)} (padding {_show(padding)}) is "
+                         f"smaller than the kernel {kernel[0]}x{kernel[1]}")
+
+
+class Conv2d(Module):
+    """2-D convolution (cross-correlation, as in PyTorch): x (N, C_in, H, W) ->
+    (N, C_out, OH, OW), OH = (H + 2 padding - kernel) // stride + 1 (the same for W).
+
+    `.weight` (out_channels, in_channels, kh, kw) and `.bias` (out_channels,) have PyTorch's
+    layout, so a torch Conv2d's weights load unchanged. Weights are drawn by
+    rng.normal(0.0, std, weight shape), std from `init_std`: a number, 'he'
+    (sqrt(2 / fan_in)) or 'xavier' (sqrt(2 / (fan_in + fan_out))), fan_in = in_channels kh
+    kw, fan_out = out_channels kh kw; biases are zero. kernel_size, stride, padding: an int
+    or a pair. One op, `ops.Conv2d` (im2col and a matrix product).
+    """
+
+    static_graph = True
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, *,
+                 bias=True, init_std="he", rng=None, seed=None, dtype=np.float32):
+        self.in_channels = _positive_int("Conv2d", "in_channels", in_channels)
+        self.out_channels = _positive_int("Conv2d", "out_channels", out_channels)
+        self.kernel_size = _pair("Conv2d", "kernel_size", kernel_size, 1)
+        self.stride = _pair("Conv2d", "stride", stride, 1)
+        self.padding = _pair("Conv2d", "padding", padding, 0)
+        kh, kw = self.kernel_size
+        std = _init_std(init_std, self.in_channels * kh * kw, self.out_channels * kh * kw,
+                        "Conv2d")
+        if rng is None:
+            rng = np.random.RandomState(seed)
+        shape = (self.out_channels, self.in_channels, kh, kw)
+        self.weight = Tensor(rng.normal(0.0, std, shape).astype(dtype, copy=False),
+                             requires_grad=True, name="weight")
+        self.bias = (Tensor(np.zeros(self.out_channels, dtype=dtype), requires_grad=True,
+                            name="bias") if bias else None)
+
+    def forward(self, x):
+        x = _as_tensor(x)
+        _check_image(f"Conv2d({self.extra_repr()})", x, self.in_channels, self.kernel_size,
+                     self.padding)
+        params = dict(stride=self.stride, padding=self.padding)
+        if self.bias is None:
+            return ops.Conv2d.apply(x, self.weight, **params)
+        return ops.Conv2d.apply(x, self.weight, self.bias, **params)
+
+    def extra_repr(self):
+        text = f"{self.in_channels}, {self.out_channels}, {_show(self.kernel_size)}"
+        if self.stride != (1, 1):
+            text += f", stride={_show(self.stride)}"
+        if self.padding != (0, 0):
+            text += f", padding={_show(self.padding)}"
+        return text + ("" if self.bias is not None else ", bias=False")
+
+
+class _Pool2d(Module):
+    static_graph = True
+    _op = None
+
+    def __init__(self, kernel_size, stride=None):
+        owner = type(self).__name__
+        self.kernel_size = _pair(owner, "kernel_size", kernel_size, 1)
+        self.stride = self.kernel_size if stride is None else _pair(owner, "stride", stride, 1)
+
+    def forward(self, x):
+        x = _as_tensor(x)
+        _check_image(f"{type(self).__name__}({self.extra_repr()})", x, None, self.kernel_size,
+                     (0, 0))
+        return self._op.apply(x, kernel=self.kernel_size, stride=self.stride)
+
+    def extra_repr(self):
+        text = _show(self.kernel_size)
+        return text if self.stride == self.kernel_size else text + f", stride={_show(self.stride)}"
+
+
+class MaxPool2d(_Pool2d):
+    """The maximum of each kernel_size window, windows `stride` apart (default: kernel_size,
+    side by side): x (N, C, H, W) -> (N, C, OH, OW), OH = (H - kh) // sh + 1. The gradient
+    of tied maxima goes to the first of them, as in PyTorch. One op, `ops.MaxPool2d`."""
+
+    _op = ops.MaxPool2d
+
+
+class AvgPool2d(_Pool2d):
+    """The mean of each kernel_size window, windows `stride` apart (default: kernel_size):
+    x (N, C, H, W) -> (N, C, OH, OW). One op, `ops.AvgPool2d`."""
+
+    _op = ops.AvgPool2d
+
+
+def _positive_int(owner, label, n):
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
+        raise ValueError(f"{owner}: {label} must be a positive integer, got {n!r}")
+    return int(n)
+
+
+def _positive_number(owner, label, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{owner}: {label} must be a positive number, got {value!r}")
+    return float(value)
+
+
+class BatchNorm1d(Module):
+    """Batch normalization of x (N, num_features) per feature, with PyTorch's semantics.
+
+    Training mode: normalize with the batch's mean and biased variance, and update the
+    buffers running_mean (zeros) and running_var (ones) with `momentum`, the variance
+    unbiased. Eval mode: normalize with the running statistics. Then scale by `.weight`
+    (gamma, ones) and shift by `.bias` (beta, zeros), both parameters. One fused op,
+    `ops.BatchNorm1d`, which also updates the running statistics in place.
+    """
+
+    static_graph = True
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, *, dtype=np.float32):
+        self.num_features = _positive_int("BatchNorm1d", "num_features", num_features)
+        self.eps = _positive_number("BatchNorm1d", "eps", eps)
+        if isinstance(momentum, bool) or not isinstance(
+                momentum, (int, float, np.integer, np.floating)) or not 0 <= momentum <= 1:
+            raise ValueError(f"BatchNorm1d: momentum must be a number in [0, 1], "
+                             f"got {momentum!r}")
+        self.momentum = float(momentum)
+        c = self.num_features
+        self.weight = Tensor(np.ones(c, dtype=dtype), requires_grad=True, name="weight")
+        self.bias = Tensor(np.zeros(c, dtype=dtype), requires_grad=True, name="bias")
+        self.register_buffer("running_mean", np.zeros(c, dtype=dtype))
+        self.register_buffer("running_var", np.ones(c, dtype=dtype))
+
+    def forward(self, x):
+        x = _as_tensor(x)
+        if x.ndim != 2 or x.shape[1] != self.num_features:
+            raise ValueError(f"BatchNorm1d({self.num_features}): expected input "
+                             f"(N, {self.num_features}), got {_shape_str(x.shape)}")
+        return ops.BatchNorm1d.apply(x, self.weight, self.bias, self.running_mean,
+                                     self.running_var, training=self.training,
+                                     momentum=self.momentum, eps=self.eps)
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+
+class LayerNorm(Module):
+    """Layer normalization: each sample standardized over its last dimensions
+    (`normalized_shape`, an int or a tuple), then scaled by `.weight` (ones) and shifted
+    by `.bias` (zeros), both of that shape. One fused op, `ops.LayerNorm`."""
+
+    static_graph = True
+
+    def __init__(self, normalized_shape, eps=1e-5, *, dtype=np.float32):
+        shape = ((normalized_shape,) if isinstance(normalized_shape, (int, np.integer))
+                 else tuple(normalized_shape))
+        if not shape:
+            raise ValueError("LayerNorm: normalized_shape is empty")
+        self.normalized_shape = tuple(_positive_int("LayerNorm", "normalized_shape", n)
+                                      for n in shape)
+        self.eps = _positive_number("LayerNorm", "eps", eps)
+        self.weight = Tensor(np.ones(self.normalized_shape, dtype=dtype), requires_grad=True,
+                             name="weight")
+        self.bias = Tensor(np.zeros(self.normalized_shape, dtype=dtype), requires_grad=True,
+                           name="bias")
+
+    def forward(self, x):
+        x = _as_tensor(x)
+        k = len(self.normalized_shape)
+        if x.ndim < k or x.shape[x.ndim - k:] != self.normalized_shape:
+            dims = ", ".join(str(n) for n in self.normalized_shape)
+            raise ValueError(f"LayerNorm({self.extra_repr()}): expected input (..., {dims}), "
+                             f"got {_shape_str(x.shape)}")
+        return ops.LayerNorm.apply(x, self.weight, self.bias, eps=self.eps)
+
+    def extra_repr(self):
+        return _shape_str(self.normalized_shape)
 
 
 # ----------------------------------------------------------------------------- losses

@@ -1012,4 +1012,6 @@ class L2Penalty(Function):
 
 # The ops of the further layers live in files of their own (one idea a file); they are
 # Functions like the ones above, listed here so `ops` names every op.
+from .conv_ops import AvgPool2d, Conv2d, MaxPool2d  # noqa: E402, F401
 from .dropout_ops import Dropout  # noqa: E402, F401
+from .norm_ops import BatchNorm1d, LayerNorm  # noqa: E402, F401

@@ -1,0 +1,211 @@
+"""Sliding-window ops: 2-D convolution (through im2col and one matrix product) and pooling.
+
+All of them look at the input x (N, C, H, W) through windows of kh x kw pixels, placed
+every `stride` pixels. With the input padded by (ph, pw) zeros on each side, there are
+
+    OH = (H + 2 ph - kh) // sh + 1,   OW = (W + 2 pw - kw) // sw + 1
+
+windows along each axis. im2col ("image to columns") copies every window into a column
+of a matrix, so a sliding-window op becomes an op on a matrix:
+
+    cols[n, (c, i, j), (oh, ow)] = xpad[n, c, oh * sh + i, ow * sw + j]      (N, C kh kw, OH OW)
+
+NumPy's `sliding_window_view` gives all windows as a view without copying; one reshape
+then copies them into `cols`. The backward of im2col, col2im, adds each column back onto
+the pixels it came from: a pixel that lies in several windows gets the sum of their
+gradients. It loops over the kh * kw offsets (i, j) only, each step one strided add over
+the whole batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .tensor import Function, _shape_str
+
+__all__ = ["Conv2d", "MaxPool2d", "AvgPool2d", "im2col", "col2im"]
+
+
+def _windows(x, kernel, stride, padding=(0, 0)):
+    """Every window of the zero-padded x (N, C, H, W), as a view (N, C, OH, OW, kh, kw)."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    if ph or pw:
+        x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    return sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
+
+
+def im2col(x, kernel, stride=(1, 1), padding=(0, 0)):
+    """cols (N, C kh kw, OH OW): column (oh, ow) of sample n holds the window at (oh, ow)."""
+    win = _windows(x, kernel, stride, padding)               # a view, no copy
+    n, c, oh, ow, kh, kw = win.shape
+    return win.transpose(0, 1, 4, 5, 2, 3).reshape(n, c * kh * kw, oh * ow)   # the copy
+
+
+def col2im(cols, x_shape, kernel, stride=(1, 1), padding=(0, 0)):
+    """The adjoint of im2col, batch last: cols (C kh kw, OH OW N) -> dx (N, C, H, W).
+
+    Every entry goes back onto the pixel its window took it from, and a pixel that lies in
+    several windows gets the sum: for each offset (i, j),
+        dxpad[c, oh sh + i, ow sw + j, n] += cols[(c, i, j), (oh, ow, n)]
+    With the batch axis last, each of those adds is a long contiguous run of OW N numbers
+    (with it first, N C OH short runs of OW numbers: several times slower in NumPy).
+    """
+    n, c, h, w = x_shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    parts = cols.reshape(c, kh, kw, oh, ow, n)
+    dx = np.zeros((c, h + 2 * ph, w + 2 * pw, n), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            dx[:, i:i + sh * oh:sh, j:j + sw * ow:sw] += parts[:, i, j]
+    return np.ascontiguousarray(dx[:, ph:ph + h, pw:pw + w].transpose(3, 0, 1, 2))
+
+
+def _add_windows(part, x_shape, kernel, stride, dtype):
+    """Sum over the offsets (i, j) of part(i, j) (N, C, OH, OW), each added at the pixels
+    (oh * sh + i, ow * sw + j) of a zero image (N, C, H, W): the pools' backward."""
+    (kh, kw), (sh, sw) = kernel, stride
+    dx = np.zeros(x_shape, dtype=dtype)
+    for i in range(kh):
+        for j in range(kw):
+            p = part(i, j)
+            dx[:, :, i:i + sh * p.shape[2]:sh, j:j + sw * p.shape[3]:sw] += p
+    return dx
+
+
+def _check_input(op, x, kernel, padding):
+    if x.ndim != 4:
+        raise ValueError(f"{op}: expected input (N, C, H, W), got {_shape_str(x.shape)}")
+    (kh, kw), (ph, pw) = kernel, padding
+    if x.shape[2] + 2 * ph < kh or x.shape[3] + 2 * pw < kw:
+        raise ValueError(f"{op}: input {_shape_str(x.shape)} (padding {ph}, {pw}) is smaller "
+                         f"than the kernel {kh}x{kw}")
+
+
+class Conv2d(Function):
+    """2-D cross-correlation, PyTorch's layout: x (N, C, H, W), w (O, C, kh, kw), b (O,)
+    -> y (N, O, OH, OW). params: stride, padding (pairs).
+
+        y[n, o, oh, ow] = sum over c, i, j of w[o, c, i, j] xpad[n, c, oh sh + i, ow sw + j]
+                          + b[o]
+
+    With cols = im2col(x) (N, C kh kw, OH OW) and W = w as a matrix (O, C kh kw), this
+    is one matrix product per sample, y[n] = W @ cols[n], and its backward is that of a
+    matrix product:
+
+        dW = sum over n of g[n] @ cols[n]^T,    db = sum of g over n, oh, ow
+        dcols[n] = W^T @ g[n],                  dx = col2im(dcols)
+    """
+
+    name = "conv2d"
+
+    @staticmethod
+    def forward(ctx, x, w, *b, stride=(1, 1), padding=(0, 0)):
+        kernel = w.shape[2:]
+        _check_input("conv2d", x, kernel, padding)
+        if w.ndim != 4 or x.shape[1] != w.shape[1]:
+            raise ValueError(f"conv2d: input {_shape_str(x.shape)} does not match weight "
+                             f"{_shape_str(w.shape)} (expected {w.shape[1]} input channels)")
+        cols = im2col(x, kernel, stride, padding)            # (N, C kh kw, OH OW)
+        y = np.matmul(w.reshape(w.shape[0], -1), cols)       # (N, O, OH OW)
+        if b:
+            y += b[0][:, None]
+        oh = (x.shape[2] + 2 * padding[0] - kernel[0]) // stride[0] + 1
+        ctx.save_for_backward(cols, w)
+        ctx.x_shape, ctx.stride, ctx.padding = x.shape, stride, padding
+        return y.reshape(x.shape[0], w.shape[0], oh, -1)
+
+    @staticmethod
+    def backward(ctx, g):
+        cols, w = ctx.saved
+        need = ctx.needs_input_grad
+        w2 = w.reshape(w.shape[0], -1)                        # (O, C kh kw)
+        gx = gw = gb = None
+        if need[0]:  # dcols = W^T g, computed batch last for col2im (see col2im)
+            g_last = g.transpose(1, 2, 3, 0).reshape(w.shape[0], -1)     # (O, OH OW N)
+            gx = col2im(w2.T @ g_last, ctx.x_shape, w.shape[2:], ctx.stride, ctx.padding)
+        g = g.reshape(g.shape[0], g.shape[1], -1)             # (N, O, OH OW)
+        if need[1]:
+            # sum over n of g[n] @ cols[n]^T, written as (cols[n] @ g[n]^T)^T: NumPy then
+            # hands BLAS contiguous operands (g is small; cols is large)
+            g_t = np.ascontiguousarray(g.transpose(0, 2, 1))              # (N, OH OW, O)
+            gw = np.matmul(cols, g_t).sum(axis=0).T.reshape(w.shape)
+        if len(need) == 3 and need[2]:
+            gb = g.sum(axis=(0, 2))
+        return (gx, gw, gb) if len(need) == 3 else (gx, gw)
+
+
+def _window_offsets(x, kernel, stride):
+    """For each offset (i, j) of a window, in row order, the view (N, C, OH, OW) of the pixels
+    at that offset in every window: x[n, c, oh * sh + i, ow * sw + j]."""
+    win = _windows(x, kernel, stride)
+    return [win[:, :, :, :, i, j] for i in range(kernel[0]) for j in range(kernel[1])]
+
+
+class MaxPool2d(Function):
+    """The maximum of each kh x kw window: x (N, C, H, W) -> (N, C, OH, OW).
+    params: kernel, stride (pairs).
+
+    The gradient of a maximum goes to the position that holds it; of tied maxima (common
+    after a ReLU: a window of zeros), to the first in the window, row by row, as PyTorch:
+        dx[n, c, oh sh + i, ow sw + j] += g[n, c, oh, ow]  for the first (i, j) where
+                                           x[n, c, oh sh + i, ow sw + j] = y[n, c, oh, ow]
+    Both directions loop over the kh kw offsets, each step one vectorised pass; backward
+    finds the positions again by comparing with the saved output (cheaper than keeping
+    an argmax in forward).
+    """
+
+    name = "max_pool2d"
+
+    @staticmethod
+    def forward(ctx, x, kernel, stride):
+        _check_input("max_pool2d", x, kernel, (0, 0))
+        at_offset = _window_offsets(x, kernel, stride)
+        y = at_offset[0].copy()
+        for v in at_offset[1:]:
+            np.maximum(y, v, out=y)
+        ctx.save_for_backward(x, y)
+        ctx.kernel, ctx.stride = kernel, stride
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, y = ctx.saved
+        at_offset = _window_offsets(x, ctx.kernel, ctx.stride)
+        taken = np.zeros(y.shape, dtype=bool)   # windows whose maximum has been found
+
+        def winner(i, j):
+            first = at_offset[i * ctx.kernel[1] + j] == y
+            first &= ~taken
+            taken[...] |= first
+            return g * first
+
+        return _add_windows(winner, x.shape, ctx.kernel, ctx.stride, g.dtype)
+
+
+class AvgPool2d(Function):
+    """The mean of each kh x kw window: x (N, C, H, W) -> (N, C, OH, OW).
+    params: kernel, stride (pairs).
+
+    Each pixel of a window gets an equal share of that window's gradient:
+        dx[n, c, oh sh + i, ow sw + j] += g[n, c, oh, ow] / (kh kw)
+    """
+
+    name = "avg_pool2d"
+
+    @staticmethod
+    def forward(ctx, x, kernel, stride):
+        _check_input("avg_pool2d", x, kernel, (0, 0))
+        ctx.x_shape, ctx.kernel, ctx.stride = x.shape, kernel, stride
+        at_offset = _window_offsets(x, kernel, stride)
+        total = at_offset[0].copy()
+        for v in at_offset[1:]:
+            total += v
+        total /= np.asarray(len(at_offset), dtype=x.dtype)
+        return total
+
+    @staticmethod
+    def backward(ctx, g):
+        share = g / np.asarray(ctx.kernel[0] * ctx.kernel[1], dtype=g.dtype)
+        return _add_windows(lambda i, j: share, ctx.x_shape, ctx.kernel, ctx.stride, g.dtype)
