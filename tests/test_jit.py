@@ -150,8 +150,7 @@ def batches(n=5, rows=4, seed=5):
 def test_returned_tensor_behaves_like_the_engines():
     """Tuple outputs used in further eager ops (a seed that is not 1), retain_graph, and a
     second backward raising as without jit."""
-    results = {}
-    for name, wrap in (("eager", lambda f: f), ("jit", jit)):
+    def run(wrap):
         model, loss_fn = small_model(), nn.CrossEntropy()
         f = wrap(lambda x, y: (model(x), loss_fn(model(x), y)))
         grads = []
@@ -166,7 +165,9 @@ def test_returned_tensor_behaves_like_the_engines():
             grads.append([p.grad.copy() for p in model.parameters()] + [loss.item(),
                                                                        out.data.copy()])
             model.zero_grad()
-        results[name] = (grads, f)
+        return grads, f
+
+    results = {"eager": run(lambda f: f), "jit": run(jit)}
     assert results["jit"][1].stats["replayed"] == 3
     for a, b in zip(results["eager"][0], results["jit"][0]):
         for x, y in zip(a, b):
@@ -290,8 +291,7 @@ class RunningMean(Function):
 
 
 def test_ops_with_side_effects_run_their_forward_on_every_call():
-    results = []
-    for wrap in (lambda f: f, jit):
+    def run(wrap):
         model = small_model()
         rng = np.random.RandomState(7)
         running = Tensor(np.zeros(5))
@@ -303,7 +303,9 @@ def test_ops_with_side_effects_run_their_forward_on_every_call():
 
         f = wrap(fn)
         outs = [f(Tensor(x)).item() for x, _ in batches(6)]
-        results.append((outs, running.data.copy(), f))
+        return outs, running.data.copy(), f
+
+    results = [run(lambda f: f), run(jit)]
     assert results[1][2].stats["replayed"] == 4
     assert results[0][0] == results[1][0]
     assert np.array_equal(results[0][1], results[1][1])
@@ -406,3 +408,283 @@ def test_threads_calling_one_jit_function_get_their_own_numbers():
     assert not errors, errors
     assert got == expected
     assert f.stats["replayed"] >= 3 * 30
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+@pytest.fixture
+def fit_jits(monkeypatch):
+    """Every Jit that train.fit makes during the test (their stats show what ran)."""
+    from tinygrad_mlp import train
+
+    made = []
+
+    def recording_jit(fn):
+        made.append(jit(fn))
+        return made[-1]
+
+    monkeypatch.setattr(train, "jit", recording_jit)
+    return made
+
+
+def replayed_steps(jits):
+    return sum(j.stats["replayed"] for j in jits)
+
+
+def blobs(n=230, n_in=5, n_classes=3, seed=1, dtype=np.float64):
+    rng = np.random.RandomState(seed)
+    y = rng.randint(0, n_classes, n)
+    centers = rng.normal(0.0, 2.0, (n_classes, n_in))
+    return (centers[y] + rng.normal(size=(n, n_in))).astype(dtype), y
+
+
+def small_net(act=nn.Tanh, n_in=5, hidden=12, n_out=3, dtype=np.float64, seed=2):
+    rng = np.random.RandomState(seed)
+    return nn.Sequential(nn.Dense(n_in, hidden, init_std="he", rng=rng, dtype=dtype), act(),
+                         nn.Dense(hidden, n_out, init_std="he", rng=rng, dtype=dtype))
+
+
+def fit_both(fit_jits, make_model, make_loss, make_opt, X, y, **kwargs):
+    """fit with replay=True (jit) and replay=False; asserts the same numbers, bit for bit;
+    returns (models, histories, replayed steps)."""
+    from tinygrad_mlp import train
+
+    runs = []
+    for replay_on in (True, False):
+        model = make_model()
+        kwargs.setdefault("seed", 3)
+        hist = train.fit(model, make_loss(), make_opt(model.parameters()), X, y,
+                         replay=replay_on, progress=False, **kwargs)
+        runs.append((model, hist))
+    (a, ha), (b, hb) = runs
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert pa.dtype == pb.dtype and np.array_equal(pa.data, pb.data), name
+    assert ha.cost == hb.cost and ha.train_acc == hb.train_acc
+    assert ha.valid_acc == hb.valid_acc
+    assert not np.array_equal(a.parameters()[0].data, make_model().parameters()[0].data)
+    return (a, b), (ha, hb), replayed_steps(fit_jits)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("eval_train", [False, True])
+def test_fit_lecture_net_is_bit_identical_and_replays(fit_jits, dtype, eval_train):
+    X, Y = lecture_data(dtype, n=200)
+    y = Y.argmax(axis=1)
+    Xv, Yv = lecture_data(dtype, n=40, seed=5)
+    *_, replayed = fit_both(fit_jits, lambda: lecture_net(dtype),
+                            lambda: nn.BinaryCrossEntropy("sum"),
+                            lambda ps: optim.SGD(ps, lr=0.01), X, y, epochs=3, batch_size=50,
+                            l2=0.01, eval_train=eval_train, X_valid=Xv, y_valid=Yv.argmax(1))
+    assert replayed == 3 * 4 - 2  # all but the two recorded steps
+
+
+@pytest.mark.parametrize("case", ["adam-one-cycle", "momentum-f32", "mse-sum", "shared-layer",
+                                  "custom-module", "plain-function-loss"])
+def test_fit_models_and_losses_are_bit_identical_and_replay(fit_jits, case):
+    X, y = blobs()
+    make_model, make_loss = small_net, nn.CrossEntropy
+    make_opt = lambda ps: optim.SGD(ps, lr=0.05, momentum=0.9)  # noqa: E731
+    kwargs = {"epochs": 2, "batch_size": 20}
+    if case == "adam-one-cycle":
+        make_opt = lambda ps: optim.Adam(ps, lr=0.01)  # noqa: E731
+        kwargs.update(schedule=lambda step: optim.one_cycle(step, 22, 0.05), l2=1e-3,
+                      eval_train=False)
+    elif case == "momentum-f32":
+        X = X.astype(np.float32)
+        make_model = lambda: small_net(dtype=np.float32)  # noqa: E731
+    elif case == "mse-sum":
+        y = np.stack([np.sin(X[:, 0]), X[:, 1] * X[:, 2]], axis=1)
+        make_model = lambda: small_net(n_out=2)  # noqa: E731
+        make_loss = lambda: nn.MSE("sum")  # noqa: E731
+    elif case == "shared-layer":
+        def make_model():
+            rng = np.random.RandomState(5)
+            first = nn.Dense(5, 6, rng=rng, dtype=np.float64)
+            square = nn.Dense(6, 3, rng=rng, dtype=np.float64)
+            back = nn.Dense(3, 6, rng=rng, dtype=np.float64)
+            return nn.Sequential(first, nn.Tanh(), square, nn.Tanh(), back, nn.Tanh(), square)
+        kwargs["l2"] = 0.01
+    elif case == "custom-module":
+        class TwoLayer(nn.Module):
+            def __init__(self):
+                rng = np.random.RandomState(2)
+                self.first = nn.Dense(5, 12, init_std="he", rng=rng, dtype=np.float64)
+                self.second = nn.Dense(12, 3, init_std="he", rng=rng, dtype=np.float64)
+
+            def forward(self, x):
+                return self.second(self.first(x).tanh() * 0.5)
+        make_model = TwoLayer
+    else:
+        cross_entropy = nn.CrossEntropy()
+        make_loss = lambda: lambda out, t: cross_entropy(out, t)  # noqa: E731
+    *_, replayed = fit_both(fit_jits, make_model, make_loss, make_opt, X, y, **kwargs)
+    assert replayed == 2 * (len(X) // 20) - 2
+
+
+class BatchScaled(nn.Module):
+    """Multiplies by a number computed from the batch's values: a data-dependent constant."""
+
+    def __init__(self):
+        self.dense = nn.Dense(5, 3, rng=np.random.RandomState(0), dtype=np.float64)
+
+    def forward(self, x):
+        return self.dense(x) * (1.0 / float(np.std(np.asarray(x))))
+
+
+class BatchMask(nn.Module):
+    """Multiplies by a mask computed from the batch outside the ops."""
+
+    def __init__(self):
+        self.dense = nn.Dense(5, 3, rng=np.random.RandomState(0), dtype=np.float64)
+
+    def forward(self, x):
+        return self.dense(x * (np.asarray(x) > 0))
+
+
+@pytest.mark.parametrize("case", ["batch-scaled", "batch-mask", "one-hot-cross-entropy",
+                                  "float64-targets-float32-model"])
+def test_fit_data_dependent_steps_fall_back_warn_once_and_match(fit_jits, case):
+    X, y = blobs()
+    make_model, targets = small_net, y
+    if case == "batch-scaled":
+        make_model = BatchScaled
+    elif case == "batch-mask":
+        make_model = BatchMask
+    elif case == "one-hot-cross-entropy":
+        targets = np.eye(3)[y]
+    else:
+        X = X.astype(np.float32)
+        make_model = lambda: small_net(dtype=np.float32)  # noqa: E731
+        targets = np.eye(3)[y]  # float64, converted by MSE to the output's dtype
+    loss = nn.MSE if case.startswith("float64") else nn.CrossEntropy
+    with pytest.warns(JitFallbackWarning) as caught:
+        *_, replayed = fit_both(fit_jits, make_model, loss,
+                                lambda ps: optim.SGD(ps, lr=0.05), X, targets, epochs=2,
+                                batch_size=20)
+    assert replayed == 0 and len(caught) == 1
+
+
+def test_fit_under_detect_anomaly_runs_on_the_engine(fit_jits):
+    X, y = blobs(n=100)
+    with detect_anomaly(), pytest.warns(JitFallbackWarning, match="detect_anomaly"):
+        *_, replayed = fit_both(fit_jits, small_net, nn.CrossEntropy,
+                                lambda ps: optim.SGD(ps, lr=0.05), X, y, epochs=2,
+                                batch_size=20)
+    assert replayed == 0
+
+
+def test_fit_sees_load_state_dict_freezing_and_new_arrays_between_steps(fit_jits):
+    from tinygrad_mlp import train
+
+    X, y = blobs()
+    other = small_net(seed=9).state_dict()
+    runs = []
+    for replay_on in (True, False):
+        model = small_net()
+
+        def on_epoch_end(epoch, history, model=model):
+            if epoch == 1:
+                model.load_state_dict(other)
+            if epoch == 2:
+                model[0].weight.requires_grad = False
+                model[0].weight.grad = None
+
+        def schedule(step, model=model):
+            if step == 3:
+                model[2].weight.data = model[2].weight.data * 0.5
+            return 0.05
+
+        opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        hist = train.fit(model, nn.CrossEntropy(), opt, X, y, epochs=4, batch_size=20,
+                         seed=3, progress=False, replay=replay_on, l2=0.01,
+                         schedule=schedule, on_epoch_end=on_epoch_end)
+        runs.append((model, hist, model[0].weight.data.copy()))
+    assert replayed_steps(fit_jits) == 4 * 11 - 4  # recorded twice, again after freezing
+    (a, ha, _), (b, hb, _) = runs
+    assert ha.cost == hb.cost
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert np.array_equal(pa.data, pb.data)
+    assert a[0].weight.grad is None and a[0].weight.requires_grad is False
+
+
+class HiddenGain(nn.Module):
+    """A parameter in a dict, where parameters() does not look: jit still reads it."""
+
+    def __init__(self):
+        self.dense = nn.Dense(5, 3, rng=np.random.RandomState(0), dtype=np.float64)
+        self.extra = {"gain": Tensor(np.array(1.5), requires_grad=True)}
+
+    def forward(self, x):
+        return self.dense(x) * self.extra["gain"]
+
+
+def test_fit_a_captured_parameter_outside_the_modules_gets_its_gradient(fit_jits):
+    X, y = blobs()
+    *_, replayed = fit_both(fit_jits, HiddenGain, nn.CrossEntropy,
+                            lambda ps: optim.SGD(ps, lr=0.05), X, y, epochs=2, batch_size=20)
+    assert replayed == 20
+
+
+@pytest.mark.parametrize("nan_epoch", [1, 2])
+def test_fit_nan_in_a_replayed_step_stops_before_updating(fit_jits, nan_epoch):
+    from tinygrad_mlp import train
+
+    X0, Y = lecture_data(np.float64, n=60)
+    y = Y.argmax(axis=1)
+    outcomes = []
+    for replay_on in (True, False):
+        X = X0.copy()
+        if nan_epoch == 1:
+            X[35, 4] = np.nan
+
+        def on_epoch_end(epoch, history, X=X):
+            if epoch == 1:
+                X[35, 4] = np.nan
+
+        model = lecture_net(np.float64)
+        opt = optim.SGD(model.parameters(), lr=0.01)
+        with pytest.raises(train.NonFiniteError) as err, np.errstate(invalid="ignore"):
+            train.fit(model, nn.BinaryCrossEntropy(), opt, X, y, epochs=3, batch_size=10,
+                      shuffle=False, l2=0.01, progress=False, replay=replay_on,
+                      on_epoch_end=on_epoch_end)
+        outcomes.append((str(err.value), model.state_dict()))
+    (msg_fast, state_fast), (msg_slow, state_slow) = outcomes
+    assert f"the loss became nan at epoch {nan_epoch}, batch 3 (rows 30, 31, 32, 33" in msg_fast
+    assert msg_fast == msg_slow
+    assert replayed_steps(fit_jits) == 6 * (nan_epoch - 1) + 4 - 2
+    for name in state_fast:
+        assert np.array_equal(state_fast[name], state_slow[name]), name
+
+
+def test_a_replayed_call_keeps_nothing_after_backward():
+    import gc
+    import weakref
+
+    model = lecture_net(np.float64)
+    cost = nn.BinaryCrossEntropy()
+    f = jit(lambda x, y: cost(model(x), y))
+    X, Y = lecture_data(np.float64, n=80)
+    refs = []
+    for start in range(0, 80, 20):
+        xb, yb = Tensor(X[start:start + 20].copy()), Tensor(Y[start:start + 20])
+        loss = f(xb, yb)
+        refs.append((weakref.ref(xb.data), weakref.ref(loss)))
+        loss.backward()
+        del xb, yb, loss
+    gc.collect()
+    assert f.stats["replayed"] == 2
+    assert all(a() is None and b() is None for a, b in refs)
+
+
+def test_a_wrong_width_in_a_replayed_call_raises_the_engines_error():
+    model = lecture_net(np.float64)
+    f = jit(lambda x: model(x).sum())
+    X, _ = lecture_data(np.float64, n=40)
+    f(Tensor(X[:20]))
+    f(Tensor(X[20:]))
+    with pytest.raises(ValueError) as engine_error:
+        model(Tensor(X[:, :29]))
+    with pytest.raises(ValueError) as jit_error:
+        f(Tensor(X[:, :29]))
+    assert str(jit_error.value) == str(engine_error.value)

@@ -1,9 +1,9 @@
 """tinygrad_mlp: a small, fast, honest reverse-mode autodiff library on NumPy."""
 
-from . import _malloc, data, nn, ops, optim, reference, replay, testing, train, viz
+from . import _malloc, data, nn, ops, optim, reference, testing, train, viz
 from .forward import jvp
-from .jit import Jit, JitFallbackWarning, jit
 from .gradcheck import GradcheckError, gradcheck, numerical_gradient
+from .jit import Jit, JitFallbackWarning, jit
 from .tensor import (
     Context,
     Function,
@@ -43,7 +43,6 @@ __all__ = [
     "nn",
     "optim",
     "reference",
-    "replay",
     "testing",
     "train",
     "data",

@@ -140,7 +140,8 @@ class Jit:
         for program in entry.programs:
             if program.guard():
                 self.stats["replayed"] += 1
-                return program.run(args + list(kwargs.values()))
+                return program.run([a for a in args + list(kwargs.values())
+                                    if isinstance(a, (Tensor, np.ndarray))])
         return self._record(entry, args, kwargs)
 
     def _eager(self, reason, args, kwargs):
@@ -233,8 +234,8 @@ def _signature(args, kwargs):
 
 
 def _argument(a, what):
-    if isinstance(a, np.ndarray) and a.dtype.kind in "fiub":
-        a = _new_tensor(a)
+    if isinstance(a, np.ndarray):  # passed on as it is; its ops read it as the engine does
+        return a, ("A", a.shape, a.dtype.str)
     if isinstance(a, Tensor):
         if a._ctx is not None:
             raise _Unreplayable(f"{what} was made by ops outside the function (its gradient "
@@ -257,10 +258,15 @@ class _Trace:
     `.training`; the outputs' sources."""
 
     def __init__(self, recording, args, kwargs, result):
-        arg_tensors = [a for a in list(args) + list(kwargs.values()) if isinstance(a, Tensor)]
-        arg_index = {id(t): i for i, t in enumerate(arg_tensors)}
+        arg_tensors = [a for a in list(args) + list(kwargs.values())
+                       if isinstance(a, (Tensor, np.ndarray))]
+        # a Tensor argument by identity; an array argument by the Tensors ops wrap it in
+        arg_index = {id(t): i for i, t in enumerate(arg_tensors) if isinstance(t, Tensor)}
+        self.array_index = {id(a): i for i, a in enumerate(arg_tensors)
+                            if isinstance(a, np.ndarray)}
+        self.arg_kinds = tuple(isinstance(a, Tensor) for a in arg_tensors)
         self.n_args = len(arg_tensors)
-        self.arg_grads = tuple(t.requires_grad for t in arg_tensors)
+        self.arg_grads = tuple(isinstance(t, Tensor) and t.requires_grad for t in arg_tensors)
         made = {}           # id(output Tensor) -> op position
         leaf_index = {}     # id(leaf Tensor) -> position in self.leaves
         self.leaves = []
@@ -310,6 +316,9 @@ class _Trace:
         if t._ctx is not None:
             raise _Unreplayable(f"{function.name if function else 'an output'}: an input was "
                                 f"made by ops outside the function")
+        i = self.array_index.get(id(t.data))
+        if i is not None and not t.requires_grad:
+            return ("arg", i)
         k = leaf_index.get(id(t))
         if k is None:
             k = leaf_index[id(t)] = len(self.leaves)
@@ -341,7 +350,7 @@ class _Trace:
             return "the function returns other Tensors between calls"
         if len(self.leaves) != len(other.leaves):
             return "the function reads other Tensors between calls"
-        for k, (a, b) in enumerate(zip(self.leaves, other.leaves)):
+        for a, b in zip(self.leaves, other.leaves):
             if a is b:
                 continue  # captured: read by reference every call
             if a.requires_grad or b.requires_grad:
@@ -393,8 +402,8 @@ class _ArgParam:
 def _param(value, arg_tensors):
     for i, t in enumerate(arg_tensors):
         if value is t:
-            return _ArgParam(i, False)
-        if value is t.data:
+            return _ArgParam(i, isinstance(t, np.ndarray))
+        if isinstance(t, Tensor) and value is t.data:
             return _ArgParam(i, True)
     return value
 
@@ -527,16 +536,17 @@ class _Program:
         return lines
 
     def _run_lines(self, first, trace, names):
-        arg_names = [f"t{i}" for i in range(trace.n_args)]
         lines = ["def run(args):",
-                 "    \"\"\"One call: the recorded ops' forward, then the outputs; their "
-                 "backward is `backward` below.\"\"\"",
-                 f"    {', '.join(arg_names) + ',' if arg_names else '_'} = "
-                 f"{'[a for a in args if isinstance(a, Tensor)]' if arg_names else '()'}"]
+                 "    \"\"\"One call on `args` (its Tensor and array arguments): the recorded "
+                 "ops' forward, then the outputs; their backward is `backward` below.\"\"\""]
         value = {}
-        for i in range(trace.n_args):
+        for i, is_tensor in enumerate(trace.arg_kinds):
             value[("arg", i)] = f"a{i}"
-            lines.append(f"    a{i} = t{i}.data")
+            if is_tensor:
+                lines.append(f"    t{i} = args[{i}]")
+                lines.append(f"    a{i} = t{i}.data")
+            else:
+                lines.append(f"    a{i} = args[{i}]")
         for k in range(len(trace.leaves)):
             expr = self._leaf_name(first, trace, k, names)
             if expr.startswith("leaf"):
@@ -601,7 +611,7 @@ class _Program:
                 made[s] = name
                 out_exprs.append(name)
             elif s[0] == "arg":
-                out_exprs.append(f"t{s[1]}")
+                out_exprs.append(f"t{s[1]}" if trace.arg_kinds[s[1]] else f"Tensor(a{s[1]})")
             else:
                 k = s[1]
                 if first.leaves[k] is trace.leaves[k]:
