@@ -2,7 +2,7 @@
 
 from . import _malloc, data, nn, ops, optim, reference, testing, train, viz
 from .forward import jvp
-from .gradcheck import GradcheckError, gradcheck, numerical_gradient
+from .gradcheck import GradcheckError, OpCheck, check_ops, gradcheck, numerical_gradient
 from .jit import Jit, JitFallbackWarning, jit
 from .tensor import (
     Context,
@@ -35,6 +35,8 @@ __all__ = [
     "gradcheck",
     "numerical_gradient",
     "GradcheckError",
+    "check_ops",
+    "OpCheck",
     "jvp",
     "jit",
     "Jit",
