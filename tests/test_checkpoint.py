@@ -244,8 +244,8 @@ def test_ctrl_c_inside_the_optimizer_step_finishes_the_step_and_writes_a_mid_epo
 
 
 class Noisy(nn.Module):
-    """Adds Gaussian noise from a np.random.Generator in training mode (not an op: fit
-    builds every graph for it)."""
+    """Adds Gaussian noise from a np.random.Generator in training mode (not an op: jit
+    cannot replay it, so the runs below build every graph, replay=False)."""
 
     def __init__(self):
         self.gen = np.random.default_rng(9)
@@ -263,15 +263,17 @@ def test_generators_are_found_in_modules_and_restored_in_place(tmp_path):
         return m
 
     straight = build()
-    h_straight = _fit(straight, optim.SGD(straight.parameters(), lr=0.05, momentum=0.9), 3)
+    h_straight = _fit(straight, optim.SGD(straight.parameters(), lr=0.05, momentum=0.9), 3,
+                      replay=False)
     ckpt = tmp_path / "c.npz"
     first = build()
-    _fit(first, optim.SGD(first.parameters(), lr=0.05, momentum=0.9), 2, checkpoint=ckpt)
+    _fit(first, optim.SGD(first.parameters(), lr=0.05, momentum=0.9), 2, checkpoint=ckpt,
+         replay=False)
     again = build()
     gen, dropout_rng = again[2].gen, again[3].rng
     shuffle = np.random.RandomState(5)
     h_again = _fit(again, optim.SGD(again.parameters(), lr=0.05, momentum=0.9), 3,
-                   checkpoint=ckpt, resume=ckpt, rng=shuffle, seed=None)
+                   checkpoint=ckpt, resume=ckpt, rng=shuffle, seed=None, replay=False)
     assert again[2].gen is gen and again[3].rng is dropout_rng  # the same objects
     _same_run(straight, h_straight, again, h_again)
     meta, _ = train._checkpoint.read(ckpt)
