@@ -23,9 +23,13 @@ from tinygrad_mlp.train import CheckpointError
 # ("epoch") the child writes OUT.ready and waits until the parent has signalled it (and
 # written OUT.sent).
 CHILD = textwrap.dedent("""
-    import os, sys, time
+    import os, signal, sys, time
     import numpy as np
     from tinygrad_mlp import nn, optim, train
+
+    # Ctrl-C as in a terminal, even if pytest was started with SIGINT ignored (a background
+    # job of a script), which its children inherit
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     out, ckpt, plan = sys.argv[1], sys.argv[2], sys.argv[3]
     where, at = (plan.split(":")[1], int(plan.split(":")[2])) if plan else (None, None)
@@ -212,8 +216,13 @@ def test_ctrl_c_inside_the_optimizer_step_finishes_the_step_and_writes_a_mid_epo
     ckpt = tmp_path / "c.npz"
     model = _model()
     opt = Interrupting(model.parameters(), lr=0.01)
-    with pytest.raises(KeyboardInterrupt):
-        _fit(model, opt, 3, checkpoint=ckpt)
+    # Ctrl-C as in a terminal, even if pytest was started with SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _fit(model, opt, 3, checkpoint=ckpt)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert opt.steps == 11  # step 10 (0-based) ran to its end: every parameter updated
     reference = _model()
     ref_opt = optim.Adam(reference.parameters(), lr=0.01)

@@ -229,8 +229,10 @@ def test_ctrl_c_then_resume_ends_where_the_uninterrupted_run_ends(fake_mnist, tm
     out = tmp_path / "stopped"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p)
-    proc = subprocess.Popen([sys.executable, SCRIPT, *common, "--out", str(out)], env=env,
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(  # with Ctrl-C's default even if pytest runs with SIGINT ignored
+        [sys.executable, SCRIPT, *common, "--out", str(out)], env=env, cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     ckpt = out / "checkpoint.npz"
     for _ in range(6000):  # the first epoch's checkpoint, then Ctrl-C at once (mid-epoch 2)
         if ckpt.exists() or proc.poll() is not None:
