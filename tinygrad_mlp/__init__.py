@@ -3,6 +3,7 @@
 from . import _malloc, data, nn, ops, optim, reference, testing, train, viz
 from .forward import jvp
 from .gradcheck import GradcheckError, OpCheck, check_ops, gradcheck, numerical_gradient
+from ._malloc import tune_malloc
 from .jit import Jit, JitFallbackWarning, jit
 from .tensor import (
     Context,
@@ -19,7 +20,7 @@ from .tensor import (
 
 __version__ = "0.1.0"
 
-_malloc.tune()
+_malloc.tune_if_asked()  # opt-in: TINYGRAD_MLP_MALLOC_TUNE=1, or call tune_malloc()
 
 __all__ = [
     "Tensor",
@@ -41,6 +42,7 @@ __all__ = [
     "jit",
     "Jit",
     "JitFallbackWarning",
+    "tune_malloc",
     "ops",
     "nn",
     "optim",

@@ -62,6 +62,7 @@ from .tensor import (
     _as_input_grad,
     _check_finite,
     _new_tensor,
+    _sum_grad,
     _unit_grad,
 )
 
@@ -491,9 +492,9 @@ class _Program:
         self.trace = trace
         names = {"ndarray": np.ndarray, "asarray": np.asarray, "Context": Context,
                  "Tensor": Tensor, "new_tensor": _new_tensor, "unit_grad": _unit_grad,
-                 "as_input_grad": _as_input_grad, "add_leaf_grad": _add_leaf_grad,
+                 "as_input_grad": _as_input_grad, "add_leaf_grad": _add_leaf_grad, "sum_grad": _sum_grad,
                  "check_finite": _check_finite, "arity_error": _arity_error,
-                 "JitCall": _JitCall, "TOKEN": _TOKEN, "next_seq": _tensor._sequence.__next__}
+                 "JitCall": _JitCall, "TOKEN": _TOKEN}
         lines = self._guard_lines(first, trace, names) + [""]
         lines += self._run_lines(first, trace, names)
         self.source = "\n".join(lines) + "\n"
@@ -668,7 +669,7 @@ class _Program:
                           "produced')"]
                 if s[0] == "op":
                     t = f"g{s[1]}"
-                    lines.append(f"                {t} = pg if {t} is None else {t} + pg")
+                    lines.append(f"                {t} = sum_grad({t}, pg)")
                 else:
                     leaf = f"t{s[1]}" if s[0] == "arg" else f"leaf{s[1]}"
                     lines += [f"                if {leaf}.requires_grad:",
