@@ -1,9 +1,9 @@
 """tinygrad_mlp: a small, fast, honest reverse-mode autodiff library on NumPy."""
 
 from . import _malloc, data, nn, ops, optim, reference, testing, train, viz
+from ._malloc import tune_malloc
 from .forward import jvp
 from .gradcheck import GradcheckError, OpCheck, check_ops, gradcheck, numerical_gradient
-from ._malloc import tune_malloc
 from .jit import Jit, JitFallbackWarning, jit
 from .tensor import (
     Context,

@@ -644,7 +644,9 @@ def sigmoid_array(z):
 
 
 class Sigmoid(Function):
-    """a = 1 / (1 + exp(-z)). d/dz = g * (a (1 - a))."""
+    """a = 1 / (1 + exp(-z)). d/dz = g * (a (1 - a)).
+
+    Under jit the same formulas run in place (`_kernels.sigmoid_forward` / `_backward`)."""
 
     name = "sigmoid"
 

@@ -307,6 +307,7 @@ class Function:
         state = _state
         track = state.grad_enabled and any(needs)
         ctx = Context(cls, inputs, needs if track else None)
+        ctx.forward_kwargs = params
         data = cls.forward(ctx, *[x.data for x in inputs], **params)
         if not isinstance(data, np.ndarray):
             data = np.asarray(data)
