@@ -113,7 +113,8 @@ def test_every_public_name_is_in_the_api_reference():
 # ----------------------------------------------------------------------------- API reference
 # Submodules whose public names are written `module.name` in docs/api.md, and those whose
 # names are re-exported at the top level and written bare.
-QUALIFIED = ("nn", "optim", "train", "data", "viz", "reference", "replay", "testing")
+QUALIFIED = ("nn", "optim", "train", "data", "viz", "reference", "replay", "testing",
+             "estimators")
 REEXPORTED = ("tensor", "gradcheck", "forward")
 # An entry of docs/api.md: a heading, or a list item, that starts with `name(parameters)`
 # (a list item may start with several, separated by commas).
@@ -163,10 +164,18 @@ def test_every_submodule_name_is_in_the_api_reference():
 
 def _resolve(dotted):
     """The object `dotted` names, starting from tinygrad_mlp's namespace; (obj, owner)."""
+    import importlib
+    import types
+
     import tinygrad_mlp
 
     obj, owner = tinygrad_mlp, None
     for part in dotted.split("."):
+        if not hasattr(obj, part) and isinstance(obj, types.ModuleType):
+            try:  # a submodule that `import tinygrad_mlp` does not load (estimators)
+                importlib.import_module(f"{obj.__name__}.{part}")
+            except ImportError:
+                pass
         if not hasattr(obj, part):
             return None, None
         owner, obj = obj, getattr(obj, part)
