@@ -27,7 +27,9 @@ def run(use_jit, steps=6):
     model = cnn()
     loss_fn = nn.CrossEntropy()
     opt = optim.Adam(model.parameters(), lr=1e-2)
-    step = (lambda x, y: loss_fn(model(x), y))
+    def step(x, y):
+        return loss_fn(model(x), y)
+
     if use_jit:
         step = jit(step)
     losses, grads = [], []
