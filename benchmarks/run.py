@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -83,7 +84,8 @@ def measure(groups, repeats, torch, pause):
     """groups: [(threads, {name: contender})]. One untimed round, then `repeats` rounds; in
     each, every group in turn with its BLAS (and PyTorch) threads set, its contenders in an
     order that rotates from round to round, `pause` seconds of sleep before each epoch.
-    [{name: [seconds per round]}], one per group."""
+    [{name: [seconds per round]}], one per group; a contender's warnings (e.g. jit giving
+    up) under the name "warnings"."""
     times = [{name: [] for name in jobs} for _, jobs in groups]
     for r in range(-1, repeats):
         for (threads, jobs), out in zip(groups, times):
@@ -94,10 +96,15 @@ def measure(groups, repeats, torch, pause):
                     torch.set_num_threads(threads)
                 for name in names:
                     time.sleep(pause)
-                    t0 = time.perf_counter()
-                    jobs[name].epoch()
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always")
+                        t0 = time.perf_counter()
+                        jobs[name].epoch()
+                        seconds = time.perf_counter() - t0
                     if r >= 0:
-                        out[name].append(time.perf_counter() - t0)
+                        out[name].append(seconds)
+                    for w in caught:
+                        out.setdefault("warnings", {}).setdefault(name, str(w.message))
     return times
 
 
@@ -115,6 +122,9 @@ def row(target, what, times, missing, a, b, limit, scale=1.0):
     r.update(measured=f"{ms(statistics.median(times[a]) * scale)} / "
                       f"{ms(statistics.median(times[b]) * scale)}", ratio=ratio,
              result="reference" if limit is None else "PASS" if ratio <= limit else "FAIL")
+    for name in (a, b):
+        if name in times.get("warnings", {}):
+            r["measured"] += f"; {name} warned: {times['warnings'][name][:150]}"
     return r
 
 
@@ -177,7 +187,7 @@ def cnn_rows(args, torch, X64, y):
     ready, missing = build(lenet.CONTENDERS, ["eager", "jit", "torch"], images, y[:len(images)])
     times = measure([(threads, ready)], max(1, args.repeats // 2), torch, args.pause)[0]
     scale = 60000 / len(images)
-    what = f"LeNet-5, float32, {threads} threads: "
+    what = f"LeNet-5, float32, {threads} thread{'s' if threads > 1 else ''}: "
     rows = [row("6", what + "jit loop / PyTorch eager", times, missing, "jit", "torch", 1.5,
                 scale),
             row("ref", what + "eager loop / PyTorch eager", times, missing, "eager", "torch",
@@ -214,10 +224,10 @@ def main(argv=None):
     args = parse_args(argv)
     torch = import_torch()
     start = time.perf_counter()
-    rows_needed = max(args.batches * lecture.BATCH, 0 if "cnn" in args.skip else args.cnn_rows)
-    X64, y, source = lecture.load_mnist(args.data, args.synthetic, rows_needed or None)
-    Xl, yl = (X64[:args.batches * lecture.BATCH], y[:args.batches * lecture.BATCH]) \
-        if args.batches else (X64, y)
+    n = args.batches * lecture.BATCH or None  # None: all rows
+    cnn_n = 0 if "cnn" in args.skip else args.cnn_rows
+    X64, y, source = lecture.load_mnist(args.data, args.synthetic, n and max(n, cnn_n))
+    Xl, yl = X64[:n], y[:n]
     print(f"{machine(torch)}\ndata: {source}; lecture epoch {len(Xl):,} rows, "
           f"{args.repeats} repeats", flush=True)
     rows, raw = [], {}

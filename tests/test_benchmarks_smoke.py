@@ -95,3 +95,27 @@ def test_the_contenders_train_the_same_numbers(monkeypatch):
             np.testing.assert_allclose(np.asarray(got.detach() if hasattr(got, "detach")
                                                   else got), want, rtol=0, atol=1e-10,
                                        err_msg=name)
+
+
+def test_the_lenet_contenders_train_the_same_numbers(monkeypatch):
+    """LeNet-5: the library's loop (eager and jit) and PyTorch's make the same weights after
+    two Adam steps (float32); without the layers, the rows say which one is missing."""
+    monkeypatch.syspath_prepend(BENCH)
+    import lecture
+    import lenet
+
+    X, y, _ = lecture.load_mnist(synthetic=True, rows=256)
+    images = X.astype(np.float32).reshape(-1, 1, 28, 28)
+    if not CNN:
+        with pytest.raises(lecture.Unavailable, match=r"nn\.\w+ is missing"):
+            lenet.CONTENDERS["eager"](images, y)
+        return
+    runs = {name: lenet.CONTENDERS[name](images, y) for name in ["eager", "torch"] + ["jit"] * JIT}
+    for run in runs.values():
+        run.epoch()
+    want = [m.weight.detach().numpy() for m in runs["torch"].model if hasattr(m, "weight")]
+    for name in runs.keys() - {"torch"}:
+        got = [m.weight.data for m in runs[name].model if hasattr(m, "weight")]
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g if g.ndim == 4 else g.T, w, rtol=0, atol=1e-5,
+                                       err_msg=name)

@@ -286,6 +286,36 @@ def test_every_public_callable_has_a_signature_entry():
     assert not missing, f"docs/api.md has no `name(...)` entry for: {missing}"
 
 
+# Pages whose ```text blocks are output: each ```text block right after a ```python block
+# must be exactly what that block prints (the reports and step lists on them are real).
+PAGES_WITH_OUTPUT = ["docs/checking_backprop.md", "docs/visualization.md"]
+
+
+@pytest.mark.parametrize("name", PAGES_WITH_OUTPUT)
+def test_text_blocks_are_what_the_python_blocks_print(name, tmp_path, monkeypatch):
+    import contextlib
+    import io
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    page = ROOT / name
+    namespace = {"__name__": f"doc:{page.name}"}
+    printed, compared = None, 0
+    for m in FENCE.finditer(page.read_text(encoding="utf-8")):
+        words = m.group(1).split()
+        if words[:1] == ["python"] and "no-run" not in words:
+            buf = io.StringIO()
+            with contextlib.redirect_stdout(buf):
+                exec(compile(m.group(2), str(page), "exec"), namespace)
+            printed = buf.getvalue()
+        elif words == ["text"] and printed is not None:
+            assert m.group(2) == printed, (f"{name}: the page shows\n{m.group(2)}\nthe block "
+                                           f"before it prints\n{printed}")
+            compared += 1
+            printed = None
+    assert compared >= 2, f"{name}: no ```text block after a ```python block"
+
+
 def test_backprop_page_shows_the_real_compare_gradients_output(tmp_path):
     """docs/backprop.md pastes the output of examples/compare_gradients.py: it must be current."""
     import subprocess

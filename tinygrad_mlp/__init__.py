@@ -2,7 +2,7 @@
 
 from . import _malloc, data, nn, ops, optim, reference, replay, testing, train, viz
 from .forward import jvp
-from .gradcheck import GradcheckError, gradcheck, numerical_gradient
+from .gradcheck import GradcheckError, OpCheck, check_ops, gradcheck, numerical_gradient
 from .tensor import (
     Context,
     Function,
@@ -34,6 +34,8 @@ __all__ = [
     "gradcheck",
     "numerical_gradient",
     "GradcheckError",
+    "check_ops",
+    "OpCheck",
     "jvp",
     "ops",
     "nn",

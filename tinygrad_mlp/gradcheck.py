@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .tensor import Tensor, no_grad
+from .tensor import Context, Tensor, no_grad
 
-__all__ = ["gradcheck", "numerical_gradient", "GradcheckError"]
+__all__ = ["gradcheck", "numerical_gradient", "GradcheckError", "check_ops", "OpCheck"]
 
 
 class GradcheckError(AssertionError):
@@ -96,3 +96,151 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
                 f"({int(bad.sum())} of {bad.size} elements disagree beyond atol={atol}, "
                 f"rtol={rtol})")
     return True
+
+
+# ----------------------------------------------------------------------------- per op
+class OpCheck:
+    """One op of a graph checked on its own by `check_ops`.
+
+    op: the op's name; index: its position among the graph's ops in creation order (the
+    order they ran forward; backward runs them in reverse); ok; max_error: the largest
+    |backward - finite differences| over the elements checked; detail: where it was
+    worst (input, element, both values), or why the op was skipped.
+    """
+
+    __slots__ = ("op", "index", "ok", "max_error", "detail")
+
+    def __init__(self, op, index, ok, max_error, detail=""):
+        self.op, self.index, self.ok, self.max_error, self.detail = \
+            op, index, ok, max_error, detail
+
+    def __repr__(self):
+        return (f"OpCheck(op={self.op!r}, index={self.index}, ok={self.ok}, "
+                f"max_error={self.max_error:.3g}" + (f", detail={self.detail!r}" if self.detail
+                                                      else "") + ")")
+
+
+def graph_ops(output):
+    """The op outputs (Tensors made by an op) of the graph behind `output`, in creation
+    order: `graph_ops(t)[i]._ctx` is op i. Iterative, so deep graphs are fine."""
+    if not isinstance(output, Tensor):
+        raise TypeError(f"expected a Tensor, got {type(output).__name__}")
+    found, seen, stack = [], set(), [output]
+    while stack:
+        t = stack.pop()
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        if t._ctx is not None:
+            found.append(t)
+            stack.extend(t._ctx.parents)
+    found.sort(key=lambda t: t._ctx.seq)
+    return found
+
+
+def _op_name(fn):
+    return getattr(fn, "name", None) or fn.__name__.lower()
+
+
+_MAX_ELEMENTS = 400  # per input: beyond that, a fixed random sample of elements
+
+
+def _run_forward(fn, template, arrays, kwargs, rngs):
+    """fn.forward on a fresh Context (as `template`) -> (ctx, float64 output array)."""
+    for rng, state in rngs:  # an op that draws random numbers draws the same ones each time
+        rng.set_state(state)
+    ctx = Context(fn, template.parents, template.needs_input_grad)
+    ctx.module = template.module
+    ctx.forward_kwargs = kwargs
+    out = np.asarray(fn.forward(ctx, *arrays, **kwargs))
+    return ctx, out
+
+
+def _check_one(t, index, eps, atol, rtol):
+    from .tensor import _as_input_grad
+
+    ctx = t._ctx
+    fn = ctx.function
+    name = _op_name(fn)
+    if ctx.freed:
+        raise RuntimeError(f"check_ops: op {index} ({name}) was freed by a backward: call "
+                           f"check_ops before backward (or use backward(retain_graph=True))")
+    kwargs = dict(getattr(ctx, "forward_kwargs", None) or {})
+    rngs = [(v, v.get_state()) for v in kwargs.values() if isinstance(v, np.random.RandomState)]
+    skip = set(getattr(fn, "no_grad_inputs", ()) or ())
+    arrays = []
+    for p in ctx.parents:
+        a = p.data
+        arrays.append(a.astype(np.float64) if a.dtype.kind == "f" else a.copy())
+    checked = [i for i, p in enumerate(ctx.parents)
+               if p.requires_grad and p.data.dtype.kind == "f" and i not in skip]
+    try:
+        if not checked:
+            return OpCheck(name, index, True, 0.0, "skipped: no input that takes a gradient")
+        ctx64, out = _run_forward(fn, ctx, arrays, kwargs, rngs)
+        if out.dtype != np.float64:
+            return OpCheck(name, index, True, 0.0,
+                           f"skipped: the output is {out.dtype} even from float64 inputs")
+        seed = np.random.RandomState(index)
+        weights = seed.normal(size=out.shape)  # check d(sum(weights * out))/d(input)
+        grads = fn.backward(ctx64, weights.copy())
+        if grads.__class__ is not tuple:
+            grads = (grads,)
+        if len(grads) != len(arrays):
+            return OpCheck(name, index, False, float("inf"),
+                           f"backward returned {len(grads)} gradient(s) for {len(arrays)} "
+                           f"input(s)")
+        worst, worst_bad, detail = 0.0, -1.0, ""
+        for i in checked:
+            x = arrays[i]
+            g = grads[i]
+            if g is None:
+                g = np.zeros(x.shape)
+            try:
+                g = np.asarray(_as_input_grad(np.asarray(g, dtype=np.float64), x, fn),
+                               dtype=np.float64)
+            except (ValueError, RuntimeError) as e:
+                return OpCheck(name, index, False, float("inf"),
+                               f"input {i}: backward gave a gradient of shape "
+                               f"{np.shape(grads[i])} for an input of shape {x.shape} ({e})")
+            if x.size <= _MAX_ELEMENTS:
+                elements = list(np.ndindex(x.shape))
+            else:
+                flat = seed.choice(x.size, _MAX_ELEMENTS, replace=False)
+                elements = [np.unravel_index(int(k), x.shape) for k in sorted(flat)]
+            for k in elements:
+                orig = x[k]
+                x[k] = orig + eps
+                plus = float(np.sum(weights * _run_forward(fn, ctx, arrays, kwargs, rngs)[1]))
+                x[k] = orig - eps
+                minus = float(np.sum(weights * _run_forward(fn, ctx, arrays, kwargs, rngs)[1]))
+                x[k] = orig
+                numeric = (plus - minus) / (2 * eps)
+                analytic = float(g[k])
+                err = abs(analytic - numeric)
+                if not np.isfinite(analytic):
+                    err = float("inf")
+                if not err <= atol + rtol * abs(numeric) and err > worst_bad:
+                    worst_bad = err
+                    k_text = tuple(int(j) for j in k)
+                    detail = (f"input {i} of shape {x.shape}, element {k_text}: backward "
+                              f"gives {analytic:.6g}, finite differences {numeric:.6g}")
+                worst = max(worst, err)
+        return OpCheck(name, index, worst_bad < 0, worst, detail)
+    finally:
+        for rng, state in rngs:
+            rng.set_state(state)
+
+
+def check_ops(output, *, eps=1e-6, atol=1e-5, rtol=1e-3):
+    """Check every op of the graph that made `output` on its own, in float64.
+
+    For each op (in creation order), its forward is rerun on float64 copies of the
+    values it was called with, and its backward, given a fixed random output gradient G,
+    is compared with central differences of sum(G * forward) for every input that takes
+    a gradient (up to 400 elements per input; a fixed random sample beyond). Integer
+    inputs, inputs that do not require grad and an op's `no_grad_inputs` are skipped.
+    Returns a list of OpCheck, one per op. The graph is not changed: call it before
+    `output.backward()`, which still works afterwards.
+    """
+    return [_check_one(t, i, eps, atol, rtol) for i, t in enumerate(graph_ops(output))]

@@ -231,11 +231,12 @@ class Context:
 
     `parents`: the input Tensors; `saved`: arrays stored by `save_for_backward`;
     `needs_input_grad`: one bool per input; `seq`: creation order (outputs come after
-    their inputs). Ops may also set plain attributes.
+    their inputs); `forward_kwargs`: the keyword parameters `apply` passed to forward (so
+    `gradcheck.check_ops` can rerun an op). Ops may also set plain attributes.
     """
 
     __slots__ = ("function", "parents", "saved", "needs_input_grad", "freed", "module",
-                 "seq", "__dict__")
+                 "seq", "forward_kwargs", "__dict__")
 
     def __init__(self, function, parents, needs_input_grad):
         self.function = function
@@ -246,6 +247,7 @@ class Context:
         self.freed = False
         self.module = current_module()
         self.seq = next(_sequence)
+        self.forward_kwargs = {}
 
     def save_for_backward(self, *arrays):
         """Keep arrays needed by backward; read them back as `ctx.saved`."""
@@ -324,6 +326,7 @@ class Function:
         ctx.module = stack[-1] if stack else None
         track = state.grad_enabled and True in needs
         ctx.needs_input_grad = needs if track else (False,) * len(needs)
+        ctx.forward_kwargs = params
         data = cls.forward(ctx, *arrays, **params)
         if data.__class__ is not np.ndarray:
             data = np.asarray(data)

@@ -4,6 +4,8 @@
     d = viz.draw(loss)                  # a graphviz.Digraph; d.source is the DOT text
     d = viz.draw(loss, group=model)     # one labelled box (cluster) per module
     viz.save(loss, "graph.svg", group=model)
+    frames = viz.backward_steps(loss)   # one drawing per op, in the order backward runs them
+    viz.save_html(loss, "steps.html")   # a page stepping through them (self-contained)
 
 Every Tensor is a box (its name, or the op that made it; shape; dtype; the gradient's L2
 norm once backward has set `.grad`), every op application an ellipse, and the arrows go
@@ -18,14 +20,18 @@ Digraph holds only strings (no Tensor or array is kept alive by it). The walk is
 iterative, so a chain of many thousand ops draws without hitting the recursion limit.
 
 The Python package `graphviz` is an optional extra (`pip install "tinygrad-mlp[viz]"`);
-rendering (`save`, `Digraph.pipe`, `Digraph.render`) also needs the `dot` program
-(Debian: `apt-get install graphviz`).
+rendering (`save`, `save_html`, `Digraph.pipe`, `Digraph.render`) also needs the `dot`
+program (Debian: `apt-get install graphviz`); without it they raise a RuntimeError that
+says so.
 """
 
 from __future__ import annotations
 
+import heapq
 import html
+import json
 import os
+import re
 import shutil
 from collections import deque
 
@@ -34,7 +40,7 @@ import numpy as np
 from ._files import atomic_write
 from .tensor import Tensor
 
-__all__ = ["draw", "save", "FORMATS"]
+__all__ = ["draw", "save", "backward_steps", "save_html", "FORMATS"]
 
 FORMATS = ("svg", "png", "pdf")  # what `save` picks from a path's suffix
 
@@ -50,6 +56,11 @@ _STYLE = {  # kind -> (fill colour, border colour)
     "cut": ("#ffffff", "#999999"),
 }
 _GRAD_COLOR = "#a33a2c"
+_PENDING_COLOR = "#b0b0b0"
+_CURRENT = {"fillcolor": "#ffe082", "color": "#e65100", "penwidth": "3"}  # backward_steps
+_DONE = {"fillcolor": "#eeeeee", "color": "#9e9e9e"}  # ops whose backward has run
+_HIGHLIGHT = {"fillcolor": "#ffcdd2", "color": "#d50000", "fontcolor": "#b71c1c",
+              "penwidth": "2.5"}  # ops marked by `highlight` (e.g. a failed check_ops)
 _DATA_COLOR = "#333333"
 _DIM_COLOR = "#555555"
 _NO_GRAD_EDGE = {"style": "dashed", "color": "#9a9a9a"}
@@ -71,6 +82,55 @@ def _graphviz():
                           'pip install "tinygrad-mlp[viz]" (rendering also needs the `dot` '
                           'program: apt-get install graphviz)') from e
     return graphviz
+
+
+def _dot_missing(what):
+    return (f"{what}: the Graphviz program `dot` was not found on PATH; install Debian's "
+            f"graphviz package: apt-get install graphviz (other systems: "
+            f"https://graphviz.org/download/). Without it, `.source` still gives the DOT "
+            f"text.")
+
+
+def _with_dot(what, render):
+    """render(), with a clear RuntimeError when the `dot` program is missing."""
+    gv = _graphviz()
+    if shutil.which("dot") is None:
+        raise RuntimeError(_dot_missing(what))
+    try:
+        return render()
+    except gv.ExecutableNotFound:
+        raise RuntimeError(_dot_missing(what)) from None
+
+
+def _pipe(graph, what, **kwargs):
+    """graph.pipe(**kwargs) (bytes), saying how to install `dot` when it is missing."""
+    gv = _graphviz()
+    pipe = gv.Digraph.pipe if isinstance(graph, gv.Digraph) else type(graph).pipe
+    return _with_dot(what, lambda: pipe(graph, **kwargs))
+
+
+_DRAWING = []  # the Digraph subclass draw returns, made on first use (graphviz is lazy)
+
+
+def _drawing_class():
+    """graphviz.Digraph whose pipe / render (and Jupyter display) say how to install
+    `dot` when it is missing, instead of failing deep inside graphviz."""
+    if not _DRAWING:
+        gv = _graphviz()
+
+        class Drawing(gv.Digraph):
+            def pipe(self, *args, **kwargs):
+                return _with_dot("Digraph.pipe", lambda: super(Drawing, self).pipe(
+                    *args, **kwargs))
+
+            def render(self, *args, **kwargs):
+                return _with_dot("Digraph.render", lambda: super(Drawing, self).render(
+                    *args, **kwargs))
+
+        Drawing.__name__ = Drawing.__qualname__ = "Digraph"
+        Drawing.__module__ = __name__
+        _DRAWING.append(Drawing)
+    return _DRAWING[0]
 
 
 # ----------------------------------------------------------------------------- labels
@@ -98,14 +158,16 @@ def _html_lines(text):
     return "<br/>".join(html.escape(line) for line in text.splitlines())
 
 
-def _tensor_label(title, t, show_grad, show_data):
+def _tensor_label(title, t, show_grad, show_data, grad, pending=False):
     data = t.data
     parts = [f"<b>{html.escape(title)}</b>",
              f'<font point-size="10" color="{_DIM_COLOR}">'
              f"{html.escape(_shape_text(data.shape))} {html.escape(str(data.dtype))}</font>"]
-    if show_grad and t.grad is not None:
+    if show_grad and grad is not None:
         parts.append(f'<font point-size="10" color="{_GRAD_COLOR}">'
-                     f"{html.escape(_grad_norm_text(t.grad))}</font>")
+                     f"{html.escape(_grad_norm_text(grad))}</font>")
+    elif show_grad and pending:  # backward_steps: a gradient that is still to come
+        parts.append(f'<font point-size="10" color="{_PENDING_COLOR}">|grad| = pending</font>')
     if show_data and data.size <= _DATA_MAX_ELEMENTS:
         parts.append(f'<font point-size="9" face="Courier" color="{_DATA_COLOR}">'
                      f"{_html_lines(_data_text(data))}</font>")
@@ -305,7 +367,7 @@ class _Clusters:
 
 # ----------------------------------------------------------------------------- draw
 def draw(tensor, *, show_grad=True, show_data=False, rankdir="LR", group=None,
-         collapse=False, max_nodes=None):
+         collapse=False, max_nodes=None, highlight=()):
     """A graphviz.Digraph of the graph that computed `tensor`.
 
     One box per Tensor (its `name`, else the op that made it, else "input"/"const"/"param"
@@ -320,6 +382,8 @@ def draw(tensor, *, show_grad=True, show_data=False, rankdir="LR", group=None,
         (the loss function) form a cluster "loss"; ops outside any module stay outside.
     collapse: with `group`, draw each top-level module as a single node instead.
     max_nodes: draw only the `max_nodes` tensors nearest to `tensor`; the cut is marked.
+    highlight: ops to mark in red: OpCheck objects (from `gradcheck.check_ops`) or op
+        indices (positions in creation order, as OpCheck.index).
 
     The Digraph holds only strings: node ids come from a counter ("t0", "op0", ...) in
     the order inputs are first needed, so they are stable for the same graph.
@@ -341,14 +405,32 @@ def draw(tensor, *, show_grad=True, show_data=False, rankdir="LR", group=None,
                             f"got {type(group).__name__}")
     if collapse and group is None:
         raise ValueError("viz.draw: collapse=True needs group=model")
-    gv = _graphviz()
+    _graphviz()
+    return _draw(tensor, show_grad=show_grad, show_data=show_data, rankdir=rankdir,
+                 group=group, collapse=collapse, max_nodes=max_nodes,
+                 marked=_highlighted(tensor, highlight))[0]
 
+
+def _draw(tensor, *, show_grad=True, show_data=False, rankdir="LR", group=None,
+          collapse=False, max_nodes=None, marked=(), current=None, done=(), grads=None,
+          pending=(), titles=None):
+    """draw's work -> (Digraph, {tensor node id: Tensor}, {op node id: Context}).
+
+    marked: ids of Contexts drawn red; current / done: the id of the Context whose
+    backward runs in this frame / ids of those whose backward ran (backward_steps);
+    grads: {id(Tensor): gradient} shown instead of `.grad`; pending: ids of tensors
+    whose gradient is still to come (shown as "pending"); titles: a dict to fill with
+    {tensor node id: the title drawn on it}.
+    """
+    _graphviz()
     keep = _select(tensor, int(max_nodes)) if max_nodes is not None else None
     order = _topological(tensor, keep)
     clusters = _Clusters(group) if group is not None else None
 
     # Phase 1: plain data (strings only) for every node and edge.
     tid = {}  # id(Tensor) -> node id, only while drawing
+    tensor_nodes = {}  # node id -> Tensor (for save_html; the Digraph keeps none)
+    op_nodes = {}  # op node id -> Context
     nodes = []  # (node id, attrs dict, cluster key or None)
     edges = []  # (tail, head, attrs dict)
     places = {}  # node id -> cluster key
@@ -362,6 +444,7 @@ def draw(tensor, *, show_grad=True, show_data=False, rankdir="LR", group=None,
     for t in order:
         name = f"t{len(tid)}"
         tid[id(t)] = name
+        tensor_nodes[name] = t
         ctx = t._ctx
         is_root = id(t) == root_id
         kind = _tensor_kind(t, is_root)
@@ -389,8 +472,16 @@ def draw(tensor, *, show_grad=True, show_data=False, rankdir="LR", group=None,
             op = f"op{n_ops}"
             n_ops += 1
             fill, border = _STYLE["op"]
-            nodes.append((op, {"label": op_name, "shape": "ellipse", "fillcolor": fill,
-                               "color": border}, key))
+            op_attrs = {"label": op_name, "shape": "ellipse", "fillcolor": fill,
+                        "color": border}
+            if id(ctx) in done:
+                op_attrs.update(_DONE)
+            if id(ctx) == current:
+                op_attrs.update(_CURRENT)
+            if id(ctx) in marked:
+                op_attrs.update(_HIGHLIGHT)
+            op_nodes[op] = ctx
+            nodes.append((op, op_attrs, key))
             places[op] = key
             no_grad = _no_grad_inputs(fn)
             for i, p in enumerate(t.parents):
@@ -402,8 +493,12 @@ def draw(tensor, *, show_grad=True, show_data=False, rankdir="LR", group=None,
                 attrs = dict(_NO_GRAD_EDGE) if (not p.requires_grad or i in no_grad) else {}
                 edges.append((pid, op, attrs))
             edges.append((op, name, {}))
+        if titles is not None:
+            titles[name] = title
         fill, border = _STYLE[kind]
-        attrs = {"label": _tensor_label(title, t, show_grad, show_data),
+        grad = t.grad if grads is None else grads.get(id(t))
+        attrs = {"label": _tensor_label(title, t, show_grad, show_data, grad,
+                                        id(t) in pending),
                  "fillcolor": fill, "color": border}
         if is_root:
             attrs["penwidth"] = "2"
@@ -417,7 +512,7 @@ def draw(tensor, *, show_grad=True, show_data=False, rankdir="LR", group=None,
             param_lines.setdefault(key, []).append(line)
     root_node = tid[root_id]
 
-    g = gv.Digraph(name="tinygrad_mlp", node_attr={"shape": "box", "style": "rounded,filled",
+    g = _drawing_class()(name="tinygrad_mlp", node_attr={"shape": "box", "style": "rounded,filled",
                                             "fontname": _FONT, "fontsize": "11",
                                             "margin": "0.12,0.06"},
                    edge_attr={"color": "#444444", "arrowsize": "0.7"},
@@ -432,8 +527,33 @@ def draw(tensor, *, show_grad=True, show_data=False, rankdir="LR", group=None,
     if collapse:
         nodes, edges = _collapse(nodes, edges, places, shapes, leaves, clusters, param_lines,
                                  root_node)
-        return _emit(g, nodes, edges, None)
-    return _emit(g, nodes, edges, clusters)
+        return _emit(g, nodes, edges, None), tensor_nodes, op_nodes
+    return _emit(g, nodes, edges, clusters), tensor_nodes, op_nodes
+
+
+def _highlighted(tensor, highlight):
+    """ids of the Contexts of the ops to mark: OpCheck objects or creation-order indices."""
+    if highlight is None:
+        return set()
+    if not isinstance(highlight, (list, tuple, set, frozenset)):
+        highlight = [highlight]  # a single OpCheck or index
+    wanted = []
+    for h in highlight:
+        i = getattr(h, "index", h)
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"viz.draw: highlight takes OpCheck objects or op indices, got "
+                            f"{type(h).__name__}")
+        wanted.append(int(i))
+    if not wanted:
+        return set()
+    from .gradcheck import graph_ops
+
+    ops = graph_ops(tensor)
+    bad = [i for i in wanted if not 0 <= i < len(ops)]
+    if bad:
+        raise ValueError(f"viz.draw: highlight {bad}: the graph has {len(ops)} ops "
+                         f"(indices 0 to {len(ops) - 1})")
+    return {id(ops[i]._ctx) for i in wanted}
 
 
 def _collapse(nodes, edges, places, shapes, leaves, clusters, param_lines, root_node):
@@ -533,13 +653,189 @@ def save(graph, path, format=None, **draw_kwargs):
         if draw_kwargs:
             raise TypeError(f"viz.save: drawing options {sorted(draw_kwargs)} only apply "
                             f"when saving a Tensor, not a Digraph")
-    gv = _graphviz()
-    missing = ("viz.save: the Graphviz program `dot` was not found on PATH; install "
-               "Debian's graphviz package: apt-get install graphviz")
-    if shutil.which("dot") is None:
-        raise RuntimeError(missing)
-    try:
-        data = graph.pipe(format=format)
-    except gv.ExecutableNotFound:
-        raise RuntimeError(missing) from None
+    data = _pipe(graph, "viz.save", format=format)
     return atomic_write(path, lambda f: f.write(data))
+
+
+# ----------------------------------------------------------------------------- backward steps
+def _backward_trace(output):
+    """The ops backward would run from `output`, in its order, each with the gradients
+    known after it: [(Context, op output Tensor, {id(Tensor): gradient})].
+
+    The engine's walk (Tensor.backward: reverse creation order, a heap on Context.seq),
+    redone without touching the graph: each op's backward is called on its Context, the
+    gradients are summed here, not into `.grad`, and nothing is freed.
+    """
+    from .tensor import _as_input_grad
+
+    if not isinstance(output, Tensor):
+        raise TypeError(f"viz.backward_steps: expected a Tensor, got {type(output).__name__}")
+    if output._ctx is None:
+        raise ValueError("viz.backward_steps: the tensor was not made by an op (a leaf, or "
+                         "computed without a graph): there is no backward to step through")
+    if output.data.size != 1:
+        raise ValueError(f"viz.backward_steps: backward starts from a one-element output; "
+                         f"this one has shape {_shape_text(output.shape)} (draw its .sum())")
+    known = {id(output): np.ones_like(output.data)}
+    pending = {id(output): np.ones_like(output.data)}  # gradients still to pass on
+    heap = [(-output._ctx.seq, id(output), output)]
+    steps = []
+    while heap:
+        node = heapq.heappop(heap)[2]
+        ctx = node._ctx
+        name = getattr(ctx.function, "name", None) or ctx.function.__name__.lower()
+        if ctx.freed:
+            raise RuntimeError(f"viz.backward_steps: op '{name}' was freed by a backward; "
+                               f"step through the graph before calling backward (or use "
+                               f"backward(retain_graph=True))")
+        g = pending.pop(id(node))
+        in_grads = ctx.function.backward(ctx, g)
+        if not isinstance(in_grads, tuple):
+            in_grads = (in_grads,)
+        for p, pg in zip(ctx.parents, in_grads):
+            if pg is None or not p.requires_grad:
+                continue
+            pg = _as_input_grad(np.asarray(pg), p.data, ctx.function)
+            key = id(p)
+            known[key] = pg if key not in known else known[key] + pg
+            if p._ctx is not None:
+                if key not in pending:
+                    pending[key] = pg
+                    heapq.heappush(heap, (-p._ctx.seq, key, p))
+                else:
+                    pending[key] = pending[key] + pg
+        steps.append((ctx, node, dict(known)))
+    return steps
+
+
+def _steps(output, group, rankdir):
+    """[(Digraph, tensor nodes, op nodes, grads, title)], one per backward step."""
+    trace = _backward_trace(output)
+    final = set(trace[-1][2]) if trace else set()
+    from .gradcheck import graph_ops
+
+    index = {id(t._ctx): i for i, t in enumerate(graph_ops(output))}
+    frames = []
+    done = set()
+    for k, (ctx, _node, grads) in enumerate(trace):
+        graph, tensors, ops = _draw(output, rankdir=rankdir, group=group, current=id(ctx),
+                                    done=set(done), grads=grads,
+                                    pending=final - set(grads))
+        name = getattr(ctx.function, "name", None) or ctx.function.__name__.lower()
+        title = (f"step {k + 1} of {len(trace)}: backward of {name} (op {index[id(ctx)]} "
+                 f"in creation order)")
+        frames.append((graph, tensors, ops, grads, title))
+        done.add(id(ctx))
+    return frames
+
+
+def _check_group(group, rankdir, where):
+    if rankdir not in ("LR", "TB", "RL", "BT"):
+        raise ValueError(f"{where}: rankdir must be 'LR', 'TB', 'RL' or 'BT', got {rankdir!r}")
+    if group is not None:
+        from .nn import Module
+
+        if not isinstance(group, Module):
+            raise TypeError(f"{where}: group must be an nn.Module (the model), "
+                            f"got {type(group).__name__}")
+
+
+def backward_steps(output, *, group=None, rankdir="LR"):
+    """One drawing per op in the order backward runs them: a list of graphviz.Digraph.
+
+    Frame k is the graph with the k-th op of the backward pass highlighted (amber), the
+    ops already done greyed, and on every tensor the gradient known after that op
+    (`|grad| = ...`; "pending" for a gradient still to come). The first frame is the
+    output's own op; ops that no gradient reaches (e.g. the sigmoid beside a fused
+    loss) get no frame. `output` must have one element, as for `backward()`.
+
+    Does not change the graph: no `.grad` is set and nothing is freed, so a later
+    `output.backward()` works and gives the same gradients. group / rankdir: as `draw`.
+    """
+    _check_group(group, rankdir, "viz.backward_steps")
+    _graphviz()
+    return [frame[0] for frame in _steps(output, group, rankdir)]
+
+
+# ----------------------------------------------------------------------------- the HTML page
+def _summary(a):
+    """min / mean / max / L2 norm of an array, as short strings (for the page)."""
+    a = np.asarray(a)
+    if a.size == 0:
+        return {"min": "-", "mean": "-", "max": "-", "norm": "-"}
+    with np.errstate(all="ignore"):
+        f = a.astype(np.float64)
+        return {"min": f"{f.min():.4g}", "mean": f"{f.mean():.4g}", "max": f"{f.max():.4g}",
+                "norm": f"{float(np.linalg.norm(f.ravel())):.4g}"}
+
+
+def _inline_svg(svg):
+    """dot's SVG, made to sit inside HTML: no XML prolog, DOCTYPE, comments or xmlns
+    (the HTML parser knows SVG), so the page names no URL at all."""
+    svg = svg[svg.index("<svg"):]
+    svg = re.sub(r"<!--.*?-->", "", svg, flags=re.S)
+    svg = re.sub(r'\s+xmlns(:\w+)?="[^"]*"', "", svg, count=2)
+    return svg.strip()
+
+
+def _node_info(tensors, titles):
+    """{node id: what a click shows} for the tensor nodes."""
+    info = {}
+    for node, t in tensors.items():
+        entry = {"kind": "tensor", "shape": _shape_text(t.shape), "dtype": str(t.dtype),
+                 "value": _summary(t.data),
+                 "role": ("made by " + (getattr(t._ctx.function, "name", None)
+                                        or t._ctx.function.__name__.lower()))
+                 if t._ctx is not None else ("parameter" if t.requires_grad else
+                                             "input or constant (no gradient)")}
+        entry["name"] = titles[node]
+        info[node] = entry
+    return info
+
+
+def save_html(output, path, *, steps=True, group=None, rankdir="LR"):
+    """Write one self-contained HTML page with the drawing of `output`'s graph.
+
+    With `steps`, the page walks through backward one op at a time (the frames of
+    `backward_steps`): previous / next buttons, a slider and the left / right arrow keys.
+    Without, it shows one drawing, with the gradients `.grad` holds now. Clicking a node
+    shows its shape, dtype, a summary of its value (min / mean / max / norm) and of its
+    gradient at the current step. No network access: the SVG (rendered by `dot`) and
+    the script are inline. Written atomically; returns `path`.
+    """
+    _check_group(group, rankdir, "viz.save_html")
+    if not isinstance(output, Tensor):
+        raise TypeError(f"viz.save_html: expected a Tensor, got {type(output).__name__}")
+    path = os.fspath(path)
+    _graphviz()
+    if steps:
+        frames = _steps(output, group, rankdir)
+    else:
+        graph, tensors, ops = _draw(output, rankdir=rankdir, group=group)
+        grads = {id(t): t.grad for t in tensors.values() if t.grad is not None}
+        frames = [(graph, tensors, ops, grads, "the graph (gradients as .grad holds them)")]
+    if not frames:
+        raise ValueError("viz.save_html: nothing to draw")
+    svgs = [_inline_svg(_pipe(f[0], "viz.save_html", format="svg").decode("utf-8"))
+            for f in frames]
+    titles = {}
+    _, tensors, ops = _draw(output, rankdir=rankdir, group=group, titles=titles)
+    nodes = _node_info(tensors, titles)
+    from .gradcheck import graph_ops
+
+    index = {id(t._ctx): i for i, t in enumerate(graph_ops(output))}
+    for node, ctx in ops.items():
+        name = getattr(ctx.function, "name", None) or ctx.function.__name__.lower()
+        nodes[node] = {"kind": "op", "op": name, "index": index.get(id(ctx))}
+    final = frames[-1][3]
+    for node, t in tensors.items():
+        nodes[node]["gets_grad"] = final.get(id(t)) is not None
+    data = {"nodes": nodes, "steps": bool(steps), "frames": [
+        {"title": title,
+         "grads": {node: _summary(grads[id(t)]) for node, t in f_tensors.items()
+                   if id(t) in grads and grads[id(t)] is not None}}
+        for _g, f_tensors, _o, grads, title in frames]}
+    from ._viz_page import page
+
+    text = page(svgs, json.dumps(data).replace("</", "<\\/"), steps)
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))

@@ -37,3 +37,33 @@ for fmt in ("svg", "png"):
     viz.save(cost, os.path.join(HERE, f"mlp_graph.{fmt}"), group=model, rankdir="TB")
     viz.save(cost, os.path.join(HERE, f"mlp_graph_collapsed.{fmt}"), group=model,
              rankdir="TB", collapse=True)
+
+# check_ops: a leaky ReLU whose backward forgets the slope, marked by draw(highlight=...).
+from tinygrad_mlp import Function, check_ops  # noqa: E402
+
+
+class LeakyReLU(Function):
+    @staticmethod
+    def forward(ctx, x, slope=0.01):
+        ctx.save_for_backward(x)
+        return np.where(x > 0, x, slope * x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * np.where(ctx.saved[0] > 0, 1.0, 1.0)  # the bug: the slope is missing
+
+
+class Leaky(nn.Module):
+    def forward(self, x):
+        return LeakyReLU.apply(x, slope=0.01)
+
+
+rng = np.random.RandomState(1)
+net = nn.Sequential(nn.Dense(784, 30, rng=rng), Leaky(), nn.Dense(30, 10, rng=rng),
+                    nn.Sigmoid())
+X = Tensor(rng.uniform(-1, 1, (20, 784)).astype(np.float32), name="X")
+cost = loss_fn(net(X), rng.randint(0, 10, 20)) + nn.l2_penalty(net, 0.01)
+cost.name = "cost"
+checks = check_ops(cost)
+viz.save(cost, os.path.join(HERE, "check_ops_highlight.png"), group=net, rankdir="TB",
+         highlight=[c for c in checks if not c.ok])
