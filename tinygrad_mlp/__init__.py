@@ -1,8 +1,9 @@
 """tinygrad_mlp: a small, fast, honest reverse-mode autodiff library on NumPy."""
 
-from . import _malloc, data, nn, ops, optim, reference, replay, testing, train, viz
+from . import _malloc, data, nn, ops, optim, reference, testing, train, viz
 from .forward import jvp
 from .gradcheck import GradcheckError, OpCheck, check_ops, gradcheck, numerical_gradient
+from .jit import Jit, JitFallbackWarning, jit
 from .tensor import (
     Context,
     Function,
@@ -37,11 +38,13 @@ __all__ = [
     "check_ops",
     "OpCheck",
     "jvp",
+    "jit",
+    "Jit",
+    "JitFallbackWarning",
     "ops",
     "nn",
     "optim",
     "reference",
-    "replay",
     "testing",
     "train",
     "data",

@@ -106,6 +106,14 @@ def forward_mode():
         _state.forward_depth -= 1
 
 
+def _note_read(t):
+    """Python reads the value of `t` (item(), bool(), ...): a jit recording notes it, since
+    code may branch on the value."""
+    recording = _state.recording
+    if recording is not None:
+        recording.reads.append(t)
+
+
 def current_recording():
     """The jit recording in progress in this thread, or None."""
     return _state.recording
@@ -463,10 +471,12 @@ class Tensor:
 
     def numpy(self):
         """The underlying ndarray (not a copy)."""
+        _note_read(self)
         return self.data
 
     def item(self):
         """The value of a one-element Tensor as a Python number."""
+        _note_read(self)
         if self.data.size != 1:
             raise ValueError(f"item: only one-element tensors convert to a number, "
                              f"got shape {_shape_str(self.shape)}")
@@ -485,6 +495,7 @@ class Tensor:
         self.grad = None
 
     def __array__(self, dtype=None, copy=None):
+        _note_read(self)
         if dtype is not None and dtype != self.data.dtype:
             return self.data.astype(dtype)
         return self.data.copy() if copy else self.data
@@ -507,6 +518,7 @@ class Tensor:
         return f"Tensor({body}, shape={_shape_str(self.shape)}, dtype={self.dtype}{extra})"
 
     def __bool__(self):
+        _note_read(self)
         if self.data.size != 1:
             raise ValueError("the truth value of a Tensor with more than one element is "
                              "ambiguous")
@@ -649,15 +661,19 @@ class Tensor:
 
     # comparisons give plain boolean arrays (not differentiable)
     def __lt__(self, other):
+        _note_read(self)
         return self.data < _unwrap(other)
 
     def __le__(self, other):
+        _note_read(self)
         return self.data <= _unwrap(other)
 
     def __gt__(self, other):
+        _note_read(self)
         return self.data > _unwrap(other)
 
     def __ge__(self, other):
+        _note_read(self)
         return self.data >= _unwrap(other)
 
     # -- methods ----------------------------------------------------------------------
@@ -717,6 +733,7 @@ class Tensor:
 
     def argmax(self, axis=None):
         """Indices of the maxima (a plain ndarray; not differentiable)."""
+        _note_read(self)
         return self.data.argmax(axis=axis)
 
     def astype(self, dtype):

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import nn
 from ._files import atomic_write
-from .replay import StepTape, can_replay, is_static
+from .jit import jit
 from .tensor import Tensor, no_grad
 
 __all__ = ["History", "fit", "predict", "accuracy", "minibatches", "NonFiniteError"]
@@ -245,6 +245,17 @@ def _add_l2(w, l2, buffers):
     g += np.multiply(data, entry[1], entry[2])
 
 
+def _step_function(model, loss_fn, use_jit):
+    """The forward of one training step, xb, yb -> (model output, loss): compiled by `jit`
+    (the same numbers, bit for bit, with less Python per step), or, if not use_jit, a
+    function that builds the graph anew at every step."""
+    def forward_step(xb, yb):
+        out = model(xb)
+        return out, loss_fn(out, yb)
+
+    return jit(forward_step) if use_jit else forward_step
+
+
 def fit(model, loss_fn, optimizer, X, y, *, epochs, batch_size, shuffle=True, rng=None,
         seed=None, X_valid=None, y_valid=None, l2=0.0, progress=True, schedule=None,
         eval_train=True, eval_batch_size=10000, check_finite=True, on_epoch_end=None,
@@ -263,9 +274,8 @@ def fit(model, loss_fn, optimizer, X, y, *, epochs, batch_size, shuffle=True, rn
     forward pass under no_grad (the lecture's eval_); if False, the running mean of the
     batch losses and the accuracy on the batches seen during the epoch.
     on_epoch_end(epoch, history): called after each epoch (e.g. to save a checkpoint).
-    replay: when model and loss_fn are built from static modules (`Module.static_graph`),
-    the first step of each epoch is recorded and the others replay its ops (replay.py):
-    the same numbers, bit for bit, with less Python per step. False: build every graph.
+    replay: True runs the steps through `jit` (jit.py): recorded, then replayed as compiled
+    code, the same numbers bit for bit with less Python per step. False: build every graph.
     Stops with NonFiniteError (naming epoch, batch and parameter) at the first NaN/inf
     loss or gradient when check_finite.
     """
@@ -314,14 +324,15 @@ def fit(model, loss_fn, optimizer, X, y, *, epochs, batch_size, shuffle=True, rn
         preds = np.empty(n, dtype=np.intp)
     bar = _Progress(epochs, progress)
     step = 0
-    static = replay and is_static(model) and is_static(loss_fn)
+    step_fn, step_params = _step_function(model, loss_fn, replay), model.parameters()
     try:
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
             run_loss = 0.0
             order = _epoch_order(n, rng, shuffle)
             run_rows = n - n % batch_size  # full batches only
-            tape = None  # recorded anew each epoch: on_epoch_end may have changed the model
+            if replay and model.parameters() != step_params:  # on_epoch_end changed them
+                step_fn, step_params = _step_function(model, loss_fn, replay), model.parameters()
             for batch, start in enumerate(range(0, run_rows, batch_size)):
                 idx = order[start:start + batch_size]
                 if schedule is not None:
@@ -330,25 +341,14 @@ def fit(model, loss_fn, optimizer, X, y, *, epochs, batch_size, shuffle=True, rn
                 # (take: the rows of X[idx], in about 10% less time for scattered rows; the
                 # method, not np.take, which adds a Python wrapper)
                 xb, yb = X.take(idx, axis=0), targets.take(idx, axis=0)
-                if tape is not None and can_replay():
-                    out_data, loss_data = tape.forward(xb, yb)
-                    loss = None
-                else:
-                    if static and can_replay():
-                        tape, out, loss = StepTape.record(model, loss_fn, xb, yb)
-                    else:
-                        out = model(xb)
-                        loss = loss_fn(out, yb)
-                    out_data, loss_data = out.data, loss.data
+                out, loss = step_fn(xb, yb)
+                out_data, loss_data = out.data, loss.data
                 value = float(loss_data)
                 if check_finite and not math.isfinite(value):
                     raise NonFiniteError(f"fit: the loss became {value} at "
                                          f"{_describe(epoch, batch, idx)}; training stopped "
                                          f"before updating (lr={optimizer.lr})")
-                if loss is None:
-                    tape.backward()
-                else:
-                    loss.backward()
+                loss.backward()
                 if l2:  # the gradient of l2_penalty(model, l2): + l2 * W, as the lecture adds it
                     for w in l2_weights:
                         if w.requires_grad:  # a frozen weight takes no penalty gradient
