@@ -154,3 +154,35 @@ def test_the_built_in_ops_all_pass():
     assert len(checks) > 20
     assert all(c.ok for c in checks), [c for c in checks if not c.ok]
     assert len({c.op for c in checks}) > 15
+
+
+def test_the_fused_loss_on_a_large_batch_recomputes_its_sigmoid_input():
+    """sigmoid_binary_cross_entropy(z, a = sigmoid(z), y) reads `a` for big batches: the
+    check moves a with z (else its own forward would not be a function of z alone)."""
+    rng = np.random.RandomState(4)
+    z = Tensor(rng.normal(size=(100, 10)), requires_grad=True)
+    loss = nn.BinaryCrossEntropy()(z.sigmoid(), rng.randint(0, 10, 100))
+    checks = check_ops(loss)
+    assert [c.op for c in checks] == ["sigmoid", "sigmoid_binary_cross_entropy"]
+    assert all(c.ok for c in checks), checks
+
+
+def test_a_large_input_wrong_at_one_element_is_caught():
+    """Beyond 200 elements a sample of elements is checked, and random directions, which
+    see an error anywhere."""
+    class WrongAtOne(Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x ** 3
+
+        @staticmethod
+        def backward(ctx, g):
+            d = g * 3 * ctx.saved[0] ** 2
+            d[17, 3] += 1.0
+            return d
+
+    x = Tensor(np.random.RandomState(5).normal(size=(30, 30)), requires_grad=True)
+    checks = check_ops(WrongAtOne.apply(x).sum())
+    assert [(c.op, c.ok) for c in checks] == [("wrongatone", False), ("sum", True)], checks
+    assert checks[0].max_error > 0.1

@@ -223,3 +223,20 @@ def test_bad_arguments_are_named(lecture):
     with pytest.raises(KeyError, match="no parameter 'nope'"):
         compare_gradients({"0.bias": np.zeros(N_HIDDEN)}, model, BCE, X, Y)["nope"]
 
+
+
+def test_a_float32_model_is_flagged_in_the_table():
+    rng = np.random.RandomState(1)
+    model = nn.Sequential(nn.Dense(N_IN, N_HIDDEN, rng=rng), nn.Sigmoid(),
+                          nn.Dense(N_HIDDEN, N_OUT, rng=rng), nn.Sigmoid())
+    ref = NeuralNetMLP(n_hidden=N_HIDDEN, seed=1).initialize(N_IN, N_OUT)
+    X = np.random.RandomState(0).uniform(-1, 1, (N, N_IN))
+    Y = one_hot(np.random.RandomState(0).randint(0, N_OUT, N), N_OUT)
+    report = compare_gradients(ref.gradients(X, Y), model, BCE, X.astype(np.float32), Y,
+                               names=NAMES, rtol=1e-3)
+    assert report.ok  # float32 rounding is within 1e-3
+    assert "float32" in report.note and str(report).splitlines()[1].startswith("note: ")
+    model64 = nn.Sequential(nn.Dense(N_IN, N_HIDDEN, rng=np.random.RandomState(1),
+                                     dtype=np.float64))
+    assert compare_gradients({"0.bias": np.zeros(N_HIDDEN)}, model64,
+                             lambda out, y: out.sum(), X, None).note == ""

@@ -127,9 +127,7 @@ def test_the_page_in_chromium(browser, page):
     norm = f"{np.linalg.norm(model[0].weight.grad):.4g}"
     assert f"norm {norm}" in shown, shown  # its gradient, known at the last step
     # stepping back to the first frame: that gradient is not known yet
-    body.send_keys(Keys.HOME)  # no effect on the page: HOME is not bound
-    for _ in range(n):
-        body.send_keys(Keys.ARROW_LEFT)
+    body.send_keys(*[Keys.ARROW_LEFT] * n)  # one past the first frame: stays there
     assert frame(browser) == 0
     assert "not known yet at this step" in info.text
 

@@ -142,11 +142,13 @@ def _op_name(fn):
     return getattr(fn, "name", None) or fn.__name__.lower()
 
 
-_MAX_ELEMENTS = 400  # per input: beyond that, a fixed random sample of elements
+_ALL_ELEMENTS = 200  # inputs up to this size: every element is checked
+_SAMPLE = 100  # larger inputs: this many random elements, plus _DIRECTIONS random directions
+_DIRECTIONS = 3
 
 
 def _run_forward(fn, template, arrays, kwargs, rngs):
-    """fn.forward on a fresh Context (as `template`) -> (ctx, float64 output array)."""
+    """fn.forward on a fresh Context (as `template`) -> (ctx, output array)."""
     for rng, state in rngs:  # an op that draws random numbers draws the same ones each time
         rng.set_state(state)
     ctx = Context(fn, template.parents, template.needs_input_grad)
@@ -154,6 +156,32 @@ def _run_forward(fn, template, arrays, kwargs, rngs):
     ctx.forward_kwargs = kwargs
     out = np.asarray(fn.forward(ctx, *arrays, **kwargs))
     return ctx, out
+
+
+def _float64_copies(ctx):
+    return [p.data.astype(np.float64) if p.data.dtype.kind == "f" else p.data.copy()
+            for p in ctx.parents]
+
+
+def _random_states(kwargs):
+    return [(v, v.get_state()) for v in kwargs.values() if isinstance(v, np.random.RandomState)]
+
+
+def _ties(ctx, i, skip):
+    """Inputs of `ctx` that take no gradient but are computed from input i by one op (a
+    fused loss's a = sigmoid(z) beside z): [(k, that op's Context, positions of input i
+    among its inputs, float64 copies of its inputs)]. Perturbing input i recomputes them."""
+    found = []
+    for k in skip:
+        if k >= len(ctx.parents):
+            continue
+        pctx = ctx.parents[k]._ctx
+        if pctx is None or pctx.freed:
+            continue
+        pos = [j for j, q in enumerate(pctx.parents) if q is ctx.parents[i]]
+        if pos:
+            found.append((k, pctx, pos, _float64_copies(pctx)))
+    return found
 
 
 def _check_one(t, index, eps, atol, rtol):
@@ -166,12 +194,9 @@ def _check_one(t, index, eps, atol, rtol):
         raise RuntimeError(f"check_ops: op {index} ({name}) was freed by a backward: call "
                            f"check_ops before backward (or use backward(retain_graph=True))")
     kwargs = dict(getattr(ctx, "forward_kwargs", None) or {})
-    rngs = [(v, v.get_state()) for v in kwargs.values() if isinstance(v, np.random.RandomState)]
+    rngs = _random_states(kwargs)
     skip = set(getattr(fn, "no_grad_inputs", ()) or ())
-    arrays = []
-    for p in ctx.parents:
-        a = p.data
-        arrays.append(a.astype(np.float64) if a.dtype.kind == "f" else a.copy())
+    arrays = _float64_copies(ctx)
     checked = [i for i, p in enumerate(ctx.parents)
                if p.requires_grad and p.data.dtype.kind == "f" and i not in skip]
     try:
@@ -190,7 +215,7 @@ def _check_one(t, index, eps, atol, rtol):
             return OpCheck(name, index, False, float("inf"),
                            f"backward returned {len(grads)} gradient(s) for {len(arrays)} "
                            f"input(s)")
-        worst, worst_bad, detail = 0.0, -1.0, ""
+        worst, worst_bad, detail = 0.0, None, ""
         for i in checked:
             x = arrays[i]
             g = grads[i]
@@ -203,30 +228,48 @@ def _check_one(t, index, eps, atol, rtol):
                 return OpCheck(name, index, False, float("inf"),
                                f"input {i}: backward gave a gradient of shape "
                                f"{np.shape(grads[i])} for an input of shape {x.shape} ({e})")
-            if x.size <= _MAX_ELEMENTS:
-                elements = list(np.ndindex(x.shape))
+            ties = _ties(ctx, i, skip)
+
+            def value_at(x_new, i=i, ties=ties):
+                """sum(weights * forward) with input i (and what is computed from it)."""
+                moved = list(arrays)
+                moved[i] = x_new
+                for k, pctx, pos, inputs in ties:
+                    inputs = list(inputs)
+                    for j in pos:
+                        inputs[j] = x_new
+                    pk = dict(getattr(pctx, "forward_kwargs", None) or {})
+                    moved[k] = _run_forward(pctx.function, pctx, inputs, pk,
+                                            _random_states(pk))[1]
+                return float(np.sum(weights * _run_forward(fn, ctx, moved, kwargs, rngs)[1]))
+
+            # probes: (what, direction); the derivative along it is <g, direction>
+            if x.size <= _ALL_ELEMENTS:
+                probes = [(k, None) for k in np.ndindex(x.shape)]
             else:
-                flat = seed.choice(x.size, _MAX_ELEMENTS, replace=False)
-                elements = [np.unravel_index(int(k), x.shape) for k in sorted(flat)]
-            for k in elements:
-                orig = x[k]
-                x[k] = orig + eps
-                plus = float(np.sum(weights * _run_forward(fn, ctx, arrays, kwargs, rngs)[1]))
-                x[k] = orig - eps
-                minus = float(np.sum(weights * _run_forward(fn, ctx, arrays, kwargs, rngs)[1]))
-                x[k] = orig
-                numeric = (plus - minus) / (2 * eps)
-                analytic = float(g[k])
-                err = abs(analytic - numeric)
-                if not np.isfinite(analytic):
-                    err = float("inf")
-                if not err <= atol + rtol * abs(numeric) and err > worst_bad:
-                    worst_bad = err
-                    k_text = tuple(int(j) for j in k)
-                    detail = (f"input {i} of shape {x.shape}, element {k_text}: backward "
-                              f"gives {analytic:.6g}, finite differences {numeric:.6g}")
+                flat = sorted(seed.choice(x.size, _SAMPLE, replace=False))
+                probes = [(np.unravel_index(int(k), x.shape), None) for k in flat]
+                probes += [(None, seed.normal(size=x.shape)) for _ in range(_DIRECTIONS)]
+            for k, direction in probes:
+                if direction is None:
+                    direction = np.zeros(x.shape)
+                    direction[k] = 1.0
+                numeric = (value_at(x + eps * direction) - value_at(x - eps * direction)) \
+                    / (2 * eps)
+                analytic = float(np.vdot(g, direction))
+                err = abs(analytic - numeric) if np.isfinite(analytic) else float("inf")
+                # the detail names the worst failing element (a direction only if no
+                # element fails: an element is what a student can look at)
+                rank = (k is not None, err)
+                if not err <= atol + rtol * abs(numeric) and (worst_bad is None
+                                                               or rank > worst_bad):
+                    worst_bad = rank
+                    where = (f"element {tuple(int(j) for j in k)}" if k is not None
+                             else "along a random direction")
+                    detail = (f"input {i} of shape {x.shape}, {where}: backward gives "
+                              f"{analytic:.6g}, finite differences {numeric:.6g}")
                 worst = max(worst, err)
-        return OpCheck(name, index, worst_bad < 0, worst, detail)
+        return OpCheck(name, index, worst_bad is None, worst, detail)
     finally:
         for rng, state in rngs:
             rng.set_state(state)
@@ -238,8 +281,10 @@ def check_ops(output, *, eps=1e-6, atol=1e-5, rtol=1e-3):
     For each op (in creation order), its forward is rerun on float64 copies of the
     values it was called with, and its backward, given a fixed random output gradient G,
     is compared with central differences of sum(G * forward) for every input that takes
-    a gradient (up to 400 elements per input; a fixed random sample beyond). Integer
-    inputs, inputs that do not require grad and an op's `no_grad_inputs` are skipped.
+    a gradient: every element of an input of up to 200 elements; beyond, 100 random
+    elements and 3 random directions. Integer inputs, inputs that do not require grad
+    and an op's `no_grad_inputs` are not checked (a no-gradient input computed from a
+    checked one by a single op, like a fused loss's a = sigmoid(z), is recomputed with it).
     Returns a list of OpCheck, one per op. The graph is not changed: call it before
     `output.backward()`, which still works afterwards.
     """

@@ -62,11 +62,12 @@ class GradientReport:
     dict), `shape`, `max_abs` and `max_rel` (largest |H - A| and |H - A| / max(|H|, |A|)
     over the elements; NaN when the shapes differ), `ok` and `diagnosis`; "scaled" and
     "mean-vs-sum" rows also have `scale` (hand / autodiff), "swapped" rows `other`.
-    `str(report)` is a table of them.
+    `note`: a warning when the model is not float64 (else ""). `str(report)` is a table.
     """
 
-    def __init__(self, rows, *, l2=0.0, n=None, atol=1e-8, rtol=1e-6):
+    def __init__(self, rows, *, l2=0.0, n=None, atol=1e-8, rtol=1e-6, note=""):
         self.rows = rows
+        self.note = note
         self.l2 = l2
         self.n = n
         self.atol = atol
@@ -106,7 +107,7 @@ class GradientReport:
             table.append((name, _shape_text(row["shape"]), _num(row["max_abs"]),
                           _num(row["max_rel"]), diag))
         widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-        lines = [head]
+        lines = [head] + ([f"note: {self.note}"] if self.note else [])
         for r in table:
             cells = [r[0].ljust(widths[0]), r[1].ljust(widths[1]),
                      r[2].rjust(widths[2]), r[3].rjust(widths[3]), r[4]]
@@ -298,7 +299,13 @@ def compare_gradients(hand, model, loss_fn, X, y, *, l2=0.0, names=None, atol=1e
             other=extra.get("other"), scale=extra.get("scale", 0.0), n=n, l2=l2,
             hand_shape=_shape_text(h.shape), shape=_shape_text(row["shape"]))
         rows.append(row)
-    return GradientReport(rows, l2=l2, n=n, atol=atol, rtol=rtol)
+    low = sorted({str(params[m].dtype) for _, m, _ in pairs
+                  if params[m].dtype != np.float64})
+    note = (f"the model's parameters are {', '.join(low)}: autodiff's gradients carry its "
+            f"rounding (about 1e-7 relative for float32, more after long sums), which can "
+            f"exceed rtol={rtol:g}; build the model with dtype=np.float64 to check a "
+            f"derivation") if low else ""
+    return GradientReport(rows, l2=l2, n=n, atol=atol, rtol=rtol, note=note)
 
 
 def assert_gradients_match(hand, model, loss_fn, X, y, *, l2=0.0, names=None, atol=1e-8,
