@@ -1,6 +1,7 @@
 """tinygrad_mlp: a small, fast, honest reverse-mode autodiff library on NumPy."""
 
 from . import _malloc, data, nn, ops, optim, reference, testing, train, viz
+from ._malloc import tune_malloc
 from .forward import jvp
 from .gradcheck import GradcheckError, OpCheck, check_ops, gradcheck, numerical_gradient
 from .jit import Jit, JitFallbackWarning, jit
@@ -19,7 +20,7 @@ from .tensor import (
 
 __version__ = "0.1.0"
 
-_malloc.tune()
+_malloc.tune_if_asked()  # opt-in: TINYGRAD_MLP_MALLOC_TUNE=1, or call tune_malloc()
 
 __all__ = [
     "Tensor",
@@ -41,6 +42,7 @@ __all__ = [
     "jit",
     "Jit",
     "JitFallbackWarning",
+    "tune_malloc",
     "ops",
     "nn",
     "optim",

@@ -5,7 +5,9 @@ again and again. With glibc's default settings, a freed block of a few hundred K
 top of the heap is trimmed (given back to the kernel) and the next allocation of it
 page-faults anew: this alone made a float64 step of the lecture's MLP twice as slow.
 Raising the trim and mmap thresholds keeps those blocks in the heap for reuse. It changes
-nothing but allocation speed, and only on glibc. Opt out with TINYGRAD_MLP_MALLOC_TUNE=0.
+nothing but allocation speed, and only on glibc; but it changes it for the whole process,
+so it is opt-in: call `tinygrad_mlp.tune_malloc()`, or set TINYGRAD_MLP_MALLOC_TUNE=1
+before importing the package.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ MMAP_THRESHOLD = 32 * 1024 * 1024   # glibc's maximum; larger arrays still use m
 tuned = False
 
 
-def tune():
-    """Apply the thresholds once; returns True when it did (Linux with glibc)."""
+def tune_malloc():
+    """Keep freed heap blocks for reuse (glibc's M_TRIM_THRESHOLD 256 MB, M_MMAP_THRESHOLD
+    32 MB) for the whole process; returns True when applied (Linux with glibc)."""
     global tuned
-    if tuned or os.environ.get("TINYGRAD_MLP_MALLOC_TUNE", "1") == "0":
-        return tuned
+    if tuned:
+        return True
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -42,3 +45,9 @@ def tune():
     ok = mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and ok
     tuned = ok
     return ok
+
+
+def tune_if_asked():
+    """At import: tune only when TINYGRAD_MLP_MALLOC_TUNE=1 is set."""
+    if os.environ.get("TINYGRAD_MLP_MALLOC_TUNE", "0") == "1":
+        tune_malloc()

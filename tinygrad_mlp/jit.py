@@ -53,6 +53,7 @@ import warnings
 
 import numpy as np
 
+from . import _kernels
 from . import tensor as _tensor
 from .tensor import (
     Context,
@@ -62,6 +63,7 @@ from .tensor import (
     _as_input_grad,
     _check_finite,
     _new_tensor,
+    _sum_grad,
     _unit_grad,
 )
 
@@ -492,8 +494,9 @@ class _Program:
         names = {"ndarray": np.ndarray, "asarray": np.asarray, "Context": Context,
                  "Tensor": Tensor, "new_tensor": _new_tensor, "unit_grad": _unit_grad,
                  "as_input_grad": _as_input_grad, "add_leaf_grad": _add_leaf_grad,
-                 "check_finite": _check_finite, "arity_error": _arity_error,
-                 "JitCall": _JitCall, "TOKEN": _TOKEN, "next_seq": _tensor._sequence.__next__}
+                 "sum_grad": _sum_grad, "check_finite": _check_finite, "add": np.add,
+                 "add_first_leaf_grad": _add_first_leaf_grad, "arity_error": _arity_error,
+                 "JitCall": _JitCall, "TOKEN": _TOKEN}
         lines = self._guard_lines(first, trace, names) + [""]
         lines += self._run_lines(first, trace, names)
         self.source = "\n".join(lines) + "\n"
@@ -558,7 +561,9 @@ class _Program:
         grad_on = bool(tracked)
         for j, op in enumerate(trace.ops):
             names[f"F{j}"] = op.function
-            names[f"fwd{j}"] = op.function.forward
+            fast = _kernels.FAST.get(op.function)  # the same numbers, fewer temporaries
+            names[f"fwd{j}"] = fast[0] if fast else op.function.forward
+            names[f"bwd{j}"] = fast[1] if fast else op.function.backward
             names[f"needs{j}"] = op.needs
             names[f"module{j}_"] = op.module
             lines.append(f"    c{j} = Context(F{j}, (), needs{j}); c{j}.module = module{j}_")
@@ -637,11 +642,13 @@ class _Program:
         for j in tracked:
             lines.append(f"        g{j} = {'seeds[%d]' % seeded[j] if j in seeded else 'None'}")
         arg_leaf = {}  # arg index -> its Tensor name (a leaf that may require grad)
+        leaf_contributions = {}  # leaf name -> the ops that give it a gradient
+        own_line = len(lines)  # own_<leaf> = False lines go here, once the leaves are known
         for j in reversed(tracked):
             op = trace.ops[j]
             n_inputs = len(op.sources)
             lines += [f"        if g{j} is not None:  # {op.function.name}",
-                      f"            r = F{j}.backward(c{j}, g{j})",
+                      f"            r = bwd{j}(c{j}, g{j})",
                       "            if r.__class__ is not tuple:",
                       "                r = (r,)",
                       f"            if len(r) != {n_inputs}:",
@@ -668,13 +675,40 @@ class _Program:
                           "produced')"]
                 if s[0] == "op":
                     t = f"g{s[1]}"
-                    lines.append(f"                {t} = pg if {t} is None else {t} + pg")
+                    lines.append(f"                {t} = sum_grad({t}, pg)")
                 else:
                     leaf = f"t{s[1]}" if s[0] == "arg" else f"leaf{s[1]}"
-                    lines += [f"                if {leaf}.requires_grad:",
-                              f"                    add_leaf_grad({leaf}, pg, g{j})"]
+                    contributions = leaf_contributions.setdefault(leaf, [])
+                    contributions.append(j)
+                    if len(contributions) == 1:  # the only one, or the first of several
+                        lines += [f"                if {leaf}.requires_grad:",
+                                  f"                    own_{leaf} = add_first_leaf_grad("
+                                  f"{leaf}, pg, g{j}, {op.function.__module__ == _ops_module})"]
+                    else:  # .grad is ours once own_: add in place (the same `+`, same bits)
+                        lines += [f"                if {leaf}.requires_grad:",
+                                  f"                    if own_{leaf}:",
+                                  f"                        add({leaf}.grad, pg, out={leaf}.grad)",
+                                  "                    else:",
+                                  f"                        own_{leaf} = add_first_leaf_grad("
+                                  f"{leaf}, pg, g{j}, False)"]
             lines.append(f"            r = pg = g{j} = None")
+        owned = [f"own_{leaf}" for leaf, js in leaf_contributions.items() if len(js) > 1]
+        if owned:
+            lines.insert(own_line, "        " + " = ".join(owned) + " = False  # .grad made here?")
         return lines
+
+
+_ops_module = "tinygrad_mlp.ops"  # its ops' backward return fresh arrays (or views, copied)
+
+
+def _add_first_leaf_grad(leaf, pg, g, trusted):
+    """A leaf's first gradient in a compiled backward: as `_add_leaf_grad`. True when the
+    leaf's `.grad` is now an array no one else holds (a sum, a copy, or a fresh array from
+    a trusted op), so the next gradients can be added in place: `+` into it gives the bits
+    of `+` into a new array, and nothing else sees the difference."""
+    owned = leaf.grad is not None or trusted or pg is g or pg.base is not None
+    _add_leaf_grad(leaf, pg, g)
+    return owned
 
 
 def _arity_error(function, got, want):

@@ -55,10 +55,8 @@ class Module:
     in the order they were assigned, so `parameters()` has a stable order.
     """
 
-    # True when `forward` applies the same ops to the same parameters whatever the values
-    # it is given (no branch on data, no randomness, no number computed from the data
-    # passed to an op as a constant): `fit` may then record one step and replay it (see
-    # replay.py). Declare it in the class that defines `forward`.
+    # No longer read: `jit` (which `fit` steps through) finds out whether a step can be
+    # replayed by comparing two recordings. Kept so code that sets it keeps working.
     static_graph = False
 
     # Training mode (Dropout drops, BatchNorm uses the batch's statistics) or eval mode.

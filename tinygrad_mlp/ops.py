@@ -18,24 +18,7 @@ import numpy as np
 
 from .tensor import Function, _shape_str
 
-try:  # the ufunc behind np.clip, without np.clip's Python-level wrapper
-    from numpy._core.umath import clip as _clip
-except ImportError:  # NumPy < 2
-    from numpy.core.umath import clip as _clip
-
-_SMALL = 256  # arrays up to this size: fewer ufunc calls beat vectorised passes
-_CONSTANTS = {}
-
-
-def _const(value, dtype):
-    """`value` as a cached read-only 0-d array of `dtype`. As a ufunc operand it is cheaper
-    than a Python float (which NumPy converts on every call) and keeps the array's dtype."""
-    key = (value, dtype)
-    c = _CONSTANTS.get(key)
-    if c is None:
-        c = _CONSTANTS[key] = np.array(value, dtype=dtype)
-        c.flags.writeable = False
-    return c
+_SMALL = 256  # losses up to this size: one ufunc (logaddexp) beats vectorised passes
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -651,39 +634,19 @@ class Abs(Function):
 
 
 def sigmoid_array(z):
-    """The logistic function 1 / (1 + exp(-z)), computed exactly as the lecture does.
-
-    z is clipped to +-250 (float64; +-88 for float32, +-11 for float16) so exp cannot
-    overflow; for float64 the result is bit-identical to `1. / (1. + np.exp(-np.clip(z,
-    -250, 250)))` (the same ufuncs, in place after the first: five calls, one new array).
-    """
-    consts = _SIGMOID_CONSTANTS.get(z.dtype)
-    if consts is None:
-        if z.dtype.kind != "f":
-            z = z.astype(np.float32)
-        consts = _sigmoid_constants(z.dtype)
-    lo, hi, one = consts
-    t = _clip(z, lo, hi)
-    np.negative(t, out=t)
-    np.exp(t, out=t)
-    np.add(t, one, out=t)
-    np.divide(one, t, out=t)
-    return t
-
-
-_SIGMOID_CONSTANTS = {}
-
-
-def _sigmoid_constants(dtype):
-    """(-bound, bound, 1) of `dtype` for `sigmoid_array`, cached."""
-    bound = 250.0 if dtype == np.float64 else (88.0 if dtype != np.float16 else 11.0)
-    consts = (_const(-bound, dtype), _const(bound, dtype), _const(1.0, dtype))
-    _SIGMOID_CONSTANTS[dtype] = consts
-    return consts
+    """The logistic function 1 / (1 + exp(-z)), computed exactly as the lecture does:
+    `1. / (1. + np.exp(-np.clip(z, -250, 250)))` for float64 (the same ufuncs, so the same
+    bits); the clip bound is 88 for float32 (11 for float16), so exp cannot overflow."""
+    if z.dtype.kind != "f":
+        z = z.astype(np.float32)
+    bound = 250.0 if z.dtype == np.float64 else (11.0 if z.dtype == np.float16 else 88.0)
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -bound, bound)))
 
 
 class Sigmoid(Function):
-    """a = 1 / (1 + exp(-z)). d/dz = g * (a (1 - a))."""
+    """a = 1 / (1 + exp(-z)). d/dz = g * (a (1 - a)).
+
+    Under jit the same formulas run in place (`_kernels.sigmoid_forward` / `_backward`)."""
 
     name = "sigmoid"
 
@@ -696,12 +659,7 @@ class Sigmoid(Function):
     @staticmethod
     def backward(ctx, g):
         a = ctx.saved[0]
-        d = np.subtract(_const(1.0, a.dtype), a)  # a (1 - a), then times g: a fresh array
-        d *= a
-        if g.dtype is d.dtype and g.shape == d.shape:
-            d *= g
-            return d
-        return g * d
+        return g * (a * (1.0 - a))
 
     @staticmethod
     def jvp(ctx, tz):
@@ -848,16 +806,11 @@ class SigmoidBinaryCrossEntropy(Function):
 
     @staticmethod
     def forward(ctx, z, a, y, reduction="sum"):
-        if z.size <= _SMALL or a.dtype is not z.dtype or a.shape != z.shape:
-            zero = _const(0.0, z.dtype) if z.dtype.kind == "f" else 0.0
-            loss = np.logaddexp(zero, z)  # softplus(z) = max(z, 0) + log1p(exp(-|z|)), one ufunc
+        if z.size <= _SMALL or a.dtype != z.dtype or a.shape != z.shape:
+            loss = np.logaddexp(0.0, z)  # softplus(z) = max(z, 0) + log1p(exp(-|z|)), one ufunc
         else:  # the same from a = sigmoid(z): log1p(exp(-|z|)) = -log(sigmoid(|z|)), and
             #    sigmoid(|z|) = max(a, 1 - a); vectorised passes (no scalar-loop log1p)
-            t = np.subtract(_const(1.0, a.dtype), a)
-            np.maximum(t, a, out=t)
-            np.log(t, out=t)
-            loss = np.maximum(z, _const(0.0, z.dtype))
-            loss -= t
+            loss = np.maximum(z, 0.0) - np.log(np.maximum(1.0 - a, a))
         loss -= z * y  # - z y
         out, factor = _reduce(loss, reduction, "binary_cross_entropy")
         ctx.save_for_backward(z, a, y)

@@ -249,7 +249,7 @@ class Context:
     def __init__(self, function, parents, needs_input_grad):
         self.function = function
         self.parents = parents
-        # None when no input requires grad (no backward will run): ops may then skip work
+        # None when the output is not in the graph (no backward will run): all False
         self.needs_input_grad = needs_input_grad or (False,) * len(parents)
         self.saved = ()
         self.freed = False
@@ -297,76 +297,40 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs, **params):
-        """Run the op on Tensors (or arrays / numbers, made constant Tensors) -> Tensor."""
-        n = len(inputs)  # (no comprehensions: each would be a function call)
-        if n == 1:
-            x = inputs[0]
-            if x.__class__ is not Tensor:
-                inputs = _to_tensors(inputs)
-                x = inputs[0]
-            needs = (x.requires_grad,)
-            arrays = (x.data,)
-        elif n == 3:  # dense with bias, the fused losses
-            x, w, b = inputs
-            if x.__class__ is not Tensor or w.__class__ is not Tensor \
-                    or b.__class__ is not Tensor:
-                inputs = x, w, b = _to_tensors(inputs)
-            needs = (x.requires_grad, w.requires_grad, b.requires_grad)
-            arrays = (x.data, w.data, b.data)
-        else:
-            for x in inputs:
-                if x.__class__ is not Tensor:
-                    inputs = _to_tensors(inputs)
-                    break
-            needs = []
-            arrays = []
-            for x in inputs:
-                needs.append(x.requires_grad)
-                arrays.append(x.data)
-            needs = tuple(needs)
-        ctx = Context.__new__(Context)
-        ctx.function = cls
-        ctx.parents = inputs
-        ctx.saved = ()
-        ctx.freed = False
+        """Run the op on Tensors (or arrays / numbers, made constant Tensors) -> Tensor.
+
+        The output joins the graph (a Context linking it to its inputs) when grad mode is
+        on and some input requires grad.
+        """
+        inputs = _to_tensors(inputs)
+        needs = tuple([x.requires_grad for x in inputs])
         state = _state
-        stack = state.module_stack
-        ctx.module = stack[-1] if stack else None
-        track = state.grad_enabled and True in needs
-        ctx.needs_input_grad = needs if track else (False,) * len(needs)
+        track = state.grad_enabled and any(needs)
+        ctx = Context(cls, inputs, needs if track else None)
         ctx.forward_kwargs = params
-        data = cls.forward(ctx, *arrays, **params)
-        if data.__class__ is not np.ndarray:
+        data = cls.forward(ctx, *[x.data for x in inputs], **params)
+        if not isinstance(data, np.ndarray):
             data = np.asarray(data)
         if state.anomaly:
             _check_finite(data, f"{cls.name}: forward produced", inputs)
         out = _new_tensor(data)
         if track:
-            ctx.seq = next(_sequence)
             out.requires_grad = True
             out._ctx = ctx
         if state.forward_depth:
             _push_tangent(cls, ctx, inputs, out)
-        if state.recording is not None:
+        if state.recording is not None:  # a jit recording notes every op (jit.py)
             state.recording.ops.append((cls, inputs, params, ctx, out))
         return out
 
 
 def _to_tensors(inputs):
-    like = None
-    for x in inputs:
-        if isinstance(x, Tensor):
-            like = x
-            break
-    out = []
-    for x in inputs:
-        if isinstance(x, Tensor):
-            out.append(x)
-        elif x.__class__ is np.ndarray and x.dtype.kind in "fiub":  # arrays keep their dtype
-            out.append(_new_tensor(x))
-        else:
-            out.append(Tensor._const(x, like))
-    return tuple(out)
+    """The inputs as Tensors: a Tensor stays itself, an array keeps its dtype, a number
+    takes the dtype of the first Tensor among the inputs (see `_as_array`)."""
+    if all(isinstance(x, Tensor) for x in inputs):
+        return inputs
+    like = next((x for x in inputs if isinstance(x, Tensor)), None)
+    return tuple(x if isinstance(x, Tensor) else Tensor._const(x, like) for x in inputs)
 
 
 def _push_tangent(cls, ctx, inputs, out):
@@ -557,15 +521,13 @@ class Tensor:
         if self._ctx is None:  # a leaf: d(self)/d(self) = 1
             _add_leaf_grad(self, grad.copy(), None)  # a copy: the caller's array stays theirs
             return
-        grads = {id(self): grad}
+        grads = {id(self): grad}         # id(node) -> d self / d node, summed so far
         heap = [(-self._ctx.seq, self)]  # seqs are unique: Tensors are never compared
         done = []                        # contexts whose backward ran (freed at the end)
-        pop, get, heappop, heappush = grads.pop, grads.get, heapq.heappop, heapq.heappush
-        anomaly = _state.anomaly
         try:
             while heap:
-                node = heappop(heap)[1]
-                g = pop(id(node))
+                node = heapq.heappop(heap)[1]
+                g = grads.pop(id(node))
                 ctx = node._ctx
                 if node._retain:
                     node.grad = g.copy() if node.grad is None else node.grad + g
@@ -577,30 +539,26 @@ class Tensor:
                         f"backward twice.")
                 done.append(ctx)
                 in_grads = ctx.function.backward(ctx, g)
-                parents = ctx.parents
-                if in_grads.__class__ is not tuple:
+                if not isinstance(in_grads, tuple):
                     in_grads = (in_grads,)
-                if len(in_grads) != len(parents):
+                if len(in_grads) != len(ctx.parents):
                     raise RuntimeError(
                         f"{ctx.function.name}: backward returned {len(in_grads)} gradient(s) "
-                        f"for {len(parents)} input(s)")
-                for p, pg in zip(parents, in_grads):
+                        f"for {len(ctx.parents)} input(s)")
+                for p, pg in zip(ctx.parents, in_grads):
                     if pg is None or not p.requires_grad:
                         continue
                     pg = _as_input_grad(pg, p.data, ctx.function)
-                    if anomaly:
-                        _check_finite(pg, f"{ctx.function.name}: backward produced", parents)
-                    pctx = p._ctx
-                    if pctx is None:
+                    if _state.anomaly:
+                        _check_finite(pg, f"{ctx.function.name}: backward produced",
+                                      ctx.parents)
+                    if p._ctx is None:
                         _add_leaf_grad(p, pg, g)
-                    else:
-                        key = id(p)
-                        prev = get(key)
-                        if prev is None:  # the first gradient to reach p: schedule its op
-                            grads[key] = pg
-                            heappush(heap, (-pctx.seq, p))
-                        else:
-                            grads[key] = prev + pg
+                    elif id(p) in grads:
+                        grads[id(p)] = _sum_grad(grads[id(p)], pg)
+                    else:  # the first gradient to reach p: schedule its op
+                        grads[id(p)] = pg
+                        heapq.heappush(heap, (-p._ctx.seq, p))
         finally:
             if not retain_graph:
                 for ctx in done:
@@ -745,15 +703,16 @@ def _unwrap(x):
 
 
 def _unit_grad(out):
-    """d out / d out: ones of the output array's shape and dtype (0-d for a scalar). Used by
-    `backward` and by replay.StepTape, which start from it."""
+    """d out / d out: ones of the output array's shape and dtype (0-d for a scalar)."""
     return np.ones(out.shape, dtype=out.dtype)
 
 
 def _as_input_grad(pg, like, function):
     """A gradient `pg` from `function`'s backward, made the gradient of an input whose array
-    is `like`: an ndarray of like's shape (unbroadcast) and dtype. Used by `backward` and by
-    replay.StepTape, which must give the same numbers."""
+    is `like`: an ndarray of like's shape (unbroadcast) and dtype.
+
+    This, `_sum_grad` and `_add_leaf_grad` are how gradients are summed, used by
+    `Tensor.backward` and by jit's compiled backward alike: the same numbers, bit for bit."""
     if pg.__class__ is not np.ndarray:
         pg = np.asarray(pg)
     if pg.shape != like.shape:
@@ -764,12 +723,18 @@ def _as_input_grad(pg, like, function):
     return pg
 
 
+def _sum_grad(total, pg):
+    """The gradient so far plus one more contribution (None: none so far). One `+` per
+    contribution, in the order they arrive: floating point addition is not associative."""
+    return pg if total is None else total + pg
+
+
 def _add_leaf_grad(leaf, pg, g):
     """Sum `pg` into `leaf.grad`. A leaf owns its gradient array: a view, or the upstream
     gradient `g` passed through unchanged, is copied first."""
     if pg is g or pg.base is not None:
         pg = pg.copy()
-    leaf.grad = pg if leaf.grad is None else leaf.grad + pg
+    leaf.grad = _sum_grad(leaf.grad, pg)
 
 
 def _reduce_to(pg, shape, function):
