@@ -64,7 +64,6 @@ from .tensor import (
     _check_finite,
     _new_tensor,
     _sum_grad,
-    _unit_grad,
 )
 
 __all__ = ["jit", "Jit", "JitFallbackWarning"]
@@ -484,89 +483,72 @@ _TOKEN = np.zeros(())  # the gradient an output node passes to its call node (a 
 
 class _Program:
     """Compiled code for one stable recording: `guard()` (do the captured Tensors and the
-    modules still match?) and `run(args)` -> the outputs, as Tensors."""
+    modules still match?) and `run(args)` -> the outputs, as Tensors. `source` is the
+    code: the recorded ops' forward, one line per op, and their backward (Tensor.backward's
+    loop unrolled), each call a call of the op's own `forward` / `backward`."""
 
     _count = itertools.count()
 
     def __init__(self, first, trace, name):
         self.name = name
         self.trace = trace
-        names = {"ndarray": np.ndarray, "asarray": np.asarray, "Context": Context,
-                 "Tensor": Tensor, "new_tensor": _new_tensor, "unit_grad": _unit_grad,
-                 "as_input_grad": _as_input_grad, "add_leaf_grad": _add_leaf_grad,
-                 "sum_grad": _sum_grad, "check_finite": _check_finite, "add": np.add,
-                 "add_first_leaf_grad": _add_first_leaf_grad, "arity_error": _arity_error,
-                 "JitCall": _JitCall, "TOKEN": _TOKEN}
-        lines = self._guard_lines(first, trace, names) + [""]
-        lines += self._run_lines(first, trace, names)
+        self.names = {"asarray": np.asarray, "Tensor": Tensor, "context": _context,
+                      "results": _results, "input_grad": _input_grad, "sum_grad": _sum_grad,
+                      "add": np.add, "add_first_leaf_grad": _add_first_leaf_grad,
+                      "add_leaf_grad": _add_leaf_grad,
+                      "call_node": _call_node, "graph_output": _graph_output,
+                      "new_tensor": _new_tensor}
+        # a leaf is captured when both recordings read the same Tensor, else a constant
+        self.captured = [a is b for a, b in zip(first.leaves, trace.leaves)]
+        lines = self._guard_lines() + [""] + self._run_lines()
         self.source = "\n".join(lines) + "\n"
         code = compile(self.source, f"<jit {name} #{next(self._count)}>", "exec")
-        exec(code, names)  # noqa: S102 (our own code, generated from the recorded ops)
-        self.guard = names["guard"]
-        self.run = names["run"]
+        exec(code, self.names)  # noqa: S102 (our own code, generated from the recorded ops)
+        self.guard = self.names["guard"]
+        self.run = self.names["run"]
+        for k, leaf in enumerate(first.leaves):  # a constant read by reference, or a copy
+            if not self.captured[k]:
+                b = trace.leaves[k].data
+                self.names[f"const{k}"] = b if leaf.data is b else b.copy()
 
-    # -- the generated code -------------------------------------------------------------
-    def _leaf_name(self, first, trace, k, names):
-        a, b = first.leaves[k], trace.leaves[k]
-        if a is b:
-            names[f"leaf{k}"] = b
-            return f"leaf{k}.data"
-        if a.data is b.data:  # the same array object both times: read it by reference
-            names[f"const{k}"] = b.data
-        else:
-            names[f"const{k}"] = b.data.copy()
-        return f"const{k}"
-
-    def _guard_lines(self, first, trace, names):
-        checks = []
-        for k, (a, b) in enumerate(zip(first.leaves, trace.leaves)):
-            if a is b:
-                names[f"leaf{k}"] = b
-                names[f"dtype{k}"] = b.data.dtype
-                checks.append(f"leaf{k}.requires_grad is {b.requires_grad}")
-                checks.append(f"leaf{k}.data.shape == {b.data.shape!r}")
-                checks.append(f"leaf{k}.data.dtype == dtype{k}")
+    def _guard_lines(self):
+        trace, names, checks = self.trace, self.names, []
+        for k, t in enumerate(trace.leaves):
+            if self.captured[k]:
+                names[f"leaf{k}"], names[f"dtype{k}"] = t, t.data.dtype
+                checks += [f"leaf{k}.requires_grad is {t.requires_grad}",
+                           f"leaf{k}.data.shape == {t.data.shape!r}",
+                           f"leaf{k}.data.dtype == dtype{k}"]
         for i, (m, training) in enumerate(trace.modules):
             names[f"module{i}"] = m
             checks.append(f"getattr(module{i}, 'training', True) is {training}")
         lines = ["def guard():",
-                 "    \"\"\"Do the captured Tensors and the modules match the recording?\"\"\""]
+                 '    """Do the captured Tensors and the modules match the recording?"""']
         if not checks:
             return lines + ["    return True"]
-        lines.append("    return (" + checks[0])
-        lines += [f"            and {c}" for c in checks[1:]]
-        lines[-1] += ")"
-        return lines
+        return lines + ["    return (" + "\n            and ".join(checks) + ")"]
 
-    def _run_lines(self, first, trace, names):
+    def _run_lines(self):
+        trace, names = self.trace, self.names
         lines = ["def run(args):",
-                 "    \"\"\"One call on `args` (its Tensor and array arguments): the recorded "
-                 "ops' forward, then the outputs; their backward is `backward` below.\"\"\""]
-        value = {}
+                 '    """One call on `args` (the Tensor and array arguments): the recorded ops\''
+                 ' forward, then the outputs."""']
+        value = {}  # source -> the name of its array in the code
         for i, is_tensor in enumerate(trace.arg_kinds):
             value[("arg", i)] = f"a{i}"
-            if is_tensor:
-                lines.append(f"    t{i} = args[{i}]")
-                lines.append(f"    a{i} = t{i}.data")
-            else:
-                lines.append(f"    a{i} = args[{i}]")
+            lines += [f"    t{i} = args[{i}]", f"    a{i} = t{i}.data"] if is_tensor else \
+                [f"    a{i} = args[{i}]"]
         for k in range(len(trace.leaves)):
-            expr = self._leaf_name(first, trace, k, names)
-            if expr.startswith("leaf"):
-                lines.append(f"    w{k} = {expr}")
+            if self.captured[k]:
+                lines.append(f"    w{k} = leaf{k}.data  # read anew every call")
                 value[("leaf", k)] = f"w{k}"
             else:
-                value[("leaf", k)] = expr
-        tracked = [j for j, op in enumerate(trace.ops) if op.tracked]
-        grad_on = bool(tracked)
+                value[("leaf", k)] = f"const{k}"
         for j, op in enumerate(trace.ops):
-            names[f"F{j}"] = op.function
             fast = _kernels.FAST.get(op.function)  # the same numbers, fewer temporaries
+            names[f"F{j}"], names[f"needs{j}"], names[f"m{j}"] = op.function, op.needs, op.module
             names[f"fwd{j}"] = fast[0] if fast else op.function.forward
             names[f"bwd{j}"] = fast[1] if fast else op.function.backward
-            names[f"needs{j}"] = op.needs
-            names[f"module{j}_"] = op.module
-            lines.append(f"    c{j} = Context(F{j}, (), needs{j}); c{j}.module = module{j}_")
             args = [f"c{j}"] + [value[s] for s in op.sources]
             fixed = {k: v for k, v in op.params.items() if not isinstance(v, _ArgParam)}
             from_args = {k: v for k, v in op.params.items() if isinstance(v, _ArgParam)}
@@ -578,51 +560,33 @@ class _Program:
                 args.append(f"**{{{'**params' + str(j) + ', ' if fixed else ''}{put}}}")
             elif fixed:
                 args.append(f"**params{j}")
-            out = f"v{j}"
-            value[("op", j)] = out
-            lines.append(f"    {out} = fwd{j}({', '.join(args)})  # {op.function.name}")
-            lines.append(f"    if {out}.__class__ is not ndarray:")
-            lines.append(f"        {out} = asarray({out})")
-        # the outputs: Tensors; those in the graph hang from one call node
-        out_exprs = []
-        made = {}
-        graph_outputs = [s for s in trace.outputs if s[0] == "op" and trace.ops[s[1]].tracked]
-        graph_outputs = list(dict.fromkeys(graph_outputs))
-        if grad_on and graph_outputs:
-            lines += self._backward_lines(trace, first, graph_outputs, value, names)
-            lines.append("    call = Tensor.__new__(Tensor)  # the node that runs backward")
-            lines.append("    call.data = TOKEN; call.grad = None; call.name = None")
-            lines.append("    call.requires_grad = True; call._retain = False; "
-                         "call._tangent = None")
-            lines.append("    call._ctx = cc = Context(JitCall, (), ())")
-            lines.append(f"    cc.seeds = [None] * {len(graph_outputs)}")
-            lines.append("    cc.backward = backward")
+            value[("op", j)] = f"v{j}"
+            lines += [f"    c{j} = context(F{j}, needs{j}, m{j})",
+                      f"    v{j} = asarray(fwd{j}({', '.join(args)}))  # {op.function.name}"]
+        # the outputs: Tensors; those in the graph hang from one node of the call
+        graph_outputs = list(dict.fromkeys(
+            s for s in trace.outputs if s[0] == "op" and trace.ops[s[1]].tracked))
+        if graph_outputs:
+            lines += self._backward_lines(graph_outputs, value)
+            lines.append(f"    call = call_node(backward, {len(graph_outputs)})")
+        made, out_exprs = {}, []
         for s in trace.outputs:
-            if s in made:
-                out_exprs.append(made[s])
-                continue
-            if s[0] == "op":
-                j = s[1]
-                name = f"o{j}"
-                lines.append(f"    {name} = new_tensor(v{j})")
-                if trace.ops[j].tracked and grad_on:
+            if s not in made:
+                kind, n = s
+                if kind == "op" and s in graph_outputs:
                     pos = graph_outputs.index(s)
-                    cls = type(f"JitOutput_{trace.ops[j].function.__name__}", (_JitOutput,),
-                               {"name": trace.ops[j].function.name})
-                    names[f"Out{pos}"] = cls
-                    lines.append(f"    {name}.requires_grad = True")
-                    lines.append(f"    {name}._ctx = x = Context(Out{pos}, (call,), (True,))")
-                    lines.append(f"    x.call = cc; x.position = {pos}")
-                made[s] = name
-                out_exprs.append(name)
-            elif s[0] == "arg":
-                out_exprs.append(f"t{s[1]}" if trace.arg_kinds[s[1]] else f"Tensor(a{s[1]})")
-            else:
-                k = s[1]
-                if first.leaves[k] is trace.leaves[k]:
-                    out_exprs.append(f"leaf{k}")
+                    function = trace.ops[n].function
+                    names[f"Out{pos}"] = type(f"JitOutput_{function.__name__}", (_JitOutput,),
+                                              {"name": function.name})
+                    lines.append(f"    o{n} = graph_output(v{n}, call, {pos}, Out{pos})")
+                    made[s] = f"o{n}"
+                elif kind == "op":
+                    made[s] = f"new_tensor(v{n})"
+                elif kind == "arg":
+                    made[s] = f"t{n}" if trace.arg_kinds[n] else f"Tensor(a{n})"
                 else:
-                    out_exprs.append(f"Tensor(const{k})")
+                    made[s] = f"leaf{n}" if self.captured[n] else f"Tensor(const{n})"
+            out_exprs.append(made[s])
         if trace.single:
             lines.append(f"    return {out_exprs[0]}")
         else:
@@ -630,72 +594,114 @@ class _Program:
             lines.append(f"    return output_type(({', '.join(out_exprs)},))")
         return lines
 
-    def _backward_lines(self, trace, first, graph_outputs, value, names):
+    def _backward_lines(self, graph_outputs, value):
         """Tensor.backward's loop unrolled over the recorded ops, in reverse creation order:
-        `g{j}` is the gradient of op j's output so far (None until one arrives)."""
-        lines = ["",
-                 "    def backward(seeds, anomaly):",
-                 "        \"\"\"Reverse mode through the recorded ops, from the outputs' "
-                 "gradients.\"\"\""]
+        `g{j}` is the gradient of op j's output so far (None until one arrives), summed one
+        contribution at a time with the engine's helpers, in the engine's order."""
+        trace = self.trace
         tracked = [j for j, op in enumerate(trace.ops) if op.tracked]
         seeded = {s[1]: pos for pos, s in enumerate(graph_outputs)}
+        lines = ["",
+                 "    def backward(seeds, anomaly):",
+                 '        """Reverse mode from the outputs\' gradients `seeds`."""']
+        lines += [f"        g{j} = seeds[{pos}]" for j, pos in seeded.items()]
+        rest = [f"g{j}" for j in tracked if j not in seeded]
+        if rest:
+            lines.append("        " + " = ".join(rest) + " = None")
+        own_line = len(lines)
+        total = {}  # leaf name -> how many gradients it gets; contributions: so far
         for j in tracked:
-            lines.append(f"        g{j} = {'seeds[%d]' % seeded[j] if j in seeded else 'None'}")
-        arg_leaf = {}  # arg index -> its Tensor name (a leaf that may require grad)
-        leaf_contributions = {}  # leaf name -> the ops that give it a gradient
-        own_line = len(lines)  # own_<leaf> = False lines go here, once the leaves are known
+            for kind, n in trace.ops[j].sources:
+                if (kind == "arg" and trace.arg_grads[n]) or (
+                        kind == "leaf" and self.captured[n] and trace.leaves[n].requires_grad):
+                    leaf = f"t{n}" if kind == "arg" else f"leaf{n}"
+                    total[leaf] = total.get(leaf, 0) + 1
+        contributions = {}
         for j in reversed(tracked):
             op = trace.ops[j]
-            n_inputs = len(op.sources)
             lines += [f"        if g{j} is not None:  # {op.function.name}",
-                      f"            r = bwd{j}(c{j}, g{j})",
-                      "            if r.__class__ is not tuple:",
-                      "                r = (r,)",
-                      f"            if len(r) != {n_inputs}:",
-                      f"                arity_error(F{j}, len(r), {n_inputs})"]
+                      f"            r = results(bwd{j}(c{j}, g{j}), F{j}, {len(op.sources)})"]
             for k, s in enumerate(op.sources):
-                if s[0] == "op":
-                    if not trace.ops[s[1]].tracked:
-                        continue
-                elif s[0] == "arg":
-                    if not trace.arg_grads[s[1]]:
-                        continue
-                    arg_leaf[s[1]] = f"t{s[1]}"
-                elif not (first.leaves[s[1]] is trace.leaves[s[1]]
-                          and trace.leaves[s[1]].requires_grad):
+                kind, n = s
+                grad = f"input_grad(r[{k}], {value[s]}, F{j}, anomaly)"
+                if kind == "op":
+                    if trace.ops[n].tracked:
+                        lines += [f"            if r[{k}] is not None:",
+                                  f"                g{n} = sum_grad(g{n}, {grad})"]
                     continue
-                like = value[s]
-                lines += [f"            pg = r[{k}]",
-                          "            if pg is not None:",
-                          f"                if (pg.__class__ is not ndarray or pg.shape != "
-                          f"{like}.shape or pg.dtype is not {like}.dtype):",
-                          f"                    pg = as_input_grad(pg, {like}, F{j})",
-                          "                if anomaly:",
-                          f"                    check_finite(pg, '{op.function.name}: backward "
-                          "produced')"]
-                if s[0] == "op":
-                    t = f"g{s[1]}"
-                    lines.append(f"                {t} = sum_grad({t}, pg)")
+                if kind == "arg" and trace.arg_grads[n]:
+                    leaf = f"t{n}"
+                elif kind == "leaf" and self.captured[n] and trace.leaves[n].requires_grad:
+                    leaf = f"leaf{n}"
                 else:
-                    leaf = f"t{s[1]}" if s[0] == "arg" else f"leaf{s[1]}"
-                    contributions = leaf_contributions.setdefault(leaf, [])
-                    contributions.append(j)
-                    if len(contributions) == 1:  # the only one, or the first of several
-                        lines += [f"                if {leaf}.requires_grad:",
-                                  f"                    own_{leaf} = add_first_leaf_grad("
-                                  f"{leaf}, pg, g{j}, {op.function.__module__ == _ops_module})"]
-                    else:  # .grad is ours once own_: add in place (the same `+`, same bits)
-                        lines += [f"                if {leaf}.requires_grad:",
-                                  f"                    if own_{leaf}:",
-                                  f"                        add({leaf}.grad, pg, out={leaf}.grad)",
-                                  "                    else:",
-                                  f"                        own_{leaf} = add_first_leaf_grad("
-                                  f"{leaf}, pg, g{j}, False)"]
-            lines.append(f"            r = pg = g{j} = None")
-        owned = [f"own_{leaf}" for leaf, js in leaf_contributions.items() if len(js) > 1]
+                    continue
+                contributions[leaf] = contributions.get(leaf, 0) + 1
+                trusted = op.function.__module__ == _ops_module
+                lines.append(f"            if r[{k}] is not None and {leaf}.requires_grad:")
+                if total[leaf] == 1:
+                    lines.append(f"                add_leaf_grad({leaf}, {grad}, g{j})")
+                elif contributions[leaf] == 1:  # the first of several
+                    lines.append(f"                own_{leaf} = add_first_leaf_grad({leaf}, "
+                                 f"{grad}, g{j}, {trusted})")
+                else:  # .grad is an array made here: + in place (the same `+`, same bits)
+                    lines += [f"                pg = {grad}",
+                              f"                if own_{leaf}:",
+                              f"                    add({leaf}.grad, pg, out={leaf}.grad)",
+                              "                else:",
+                              f"                    own_{leaf} = add_first_leaf_grad({leaf}, "
+                              f"pg, g{j}, False)"]
+            lines.append(f"            r = g{j} = None")
+        owned = [f"own_{leaf}" for leaf, n in contributions.items() if n > 1]
         if owned:
-            lines.insert(own_line, "        " + " = ".join(owned) + " = False  # .grad made here?")
+            lines.insert(own_line, "        " + " = ".join(owned) + " = False  # .grad made "
+                         "by this backward?")
         return lines
+
+
+def _context(function, needs, module):
+    """A fresh Context for one replayed op, as `apply` makes it (no parents: a replay
+    links no Tensors)."""
+    ctx = Context(function, (), needs)
+    ctx.module = module
+    return ctx
+
+
+def _results(r, function, n):
+    """An op's backward result as a tuple of n gradients (the engine's check)."""
+    if not isinstance(r, tuple):
+        r = (r,)
+    if len(r) != n:
+        raise RuntimeError(f"{function.name}: backward returned {len(r)} gradient(s) for "
+                           f"{n} input(s)")
+    return r
+
+
+def _input_grad(pg, like, function, anomaly):
+    """`_as_input_grad` (unbroadcast, cast), then the anomaly check, as the engine does."""
+    pg = _as_input_grad(pg, like, function)
+    if anomaly:
+        _check_finite(pg, f"{function.name}: backward produced")
+    return pg
+
+
+def _call_node(backward, n_outputs):
+    """The Tensor whose Context runs a replayed call's `backward` (see _JitCall)."""
+    call = _new_tensor(_TOKEN)
+    call.requires_grad = True
+    call._ctx = ctx = Context(_JitCall, (), ())
+    ctx.seeds = [None] * n_outputs
+    ctx.backward = backward
+    return call
+
+
+def _graph_output(data, call, position, function):
+    """Output `position` of a replayed call: a Tensor in the graph, its gradient going to
+    the call's node."""
+    out = _new_tensor(data)
+    out.requires_grad = True
+    out._ctx = ctx = Context(function, (call,), (True,))
+    ctx.call, ctx.position = call._ctx, position
+    return out
 
 
 _ops_module = "tinygrad_mlp.ops"  # its ops' backward return fresh arrays (or views, copied)
@@ -709,8 +715,3 @@ def _add_first_leaf_grad(leaf, pg, g, trusted):
     owned = leaf.grad is not None or trusted or pg is g or pg.base is not None
     _add_leaf_grad(leaf, pg, g)
     return owned
-
-
-def _arity_error(function, got, want):
-    raise RuntimeError(f"{function.name}: backward returned {got} gradient(s) for {want} "
-                       f"input(s)")
