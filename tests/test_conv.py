@@ -178,3 +178,29 @@ def test_conv_and_pool_shape_errors_name_the_layer_and_shapes():
             nn.Conv2d(1, 2, **args)
     with pytest.raises(ValueError, match="MaxPool2d: stride"):
         nn.MaxPool2d(2, stride=0)
+
+
+def _jvp_matches_finite_differences(fn, primals, seed=3, eps=1e-6):
+    from tinygrad_mlp import jvp
+
+    r = np.random.RandomState(seed)
+    tangents = [r.normal(size=np.shape(p)) for p in primals]
+    _, t = jvp(fn, primals, tangents)
+    plus = fn(*[Tensor(p + eps * v) for p, v in zip(primals, tangents)]).data
+    minus = fn(*[Tensor(p - eps * v) for p, v in zip(primals, tangents)]).data
+    np.testing.assert_allclose(t, (plus - minus) / (2 * eps), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("shape,out,kernel,stride,padding", CONV_CASES[:3])
+def test_conv2d_jvp(shape, out, kernel, stride, padding):
+    r = np.random.RandomState(0)
+    primals = [r.normal(size=shape), r.normal(size=(out, shape[1]) + kernel),
+               r.normal(size=out)]
+    _jvp_matches_finite_differences(
+        lambda x, w, b: ops.Conv2d.apply(x, w, b, stride=stride, padding=padding), primals)
+
+
+@pytest.mark.parametrize("op", [ops.MaxPool2d, ops.AvgPool2d])
+def test_pool_jvp(op):
+    x = np.random.RandomState(0).normal(size=(2, 3, 7, 6))
+    _jvp_matches_finite_differences(lambda x: op.apply(x, kernel=(3, 2), stride=(2, 1)), [x])

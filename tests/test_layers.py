@@ -168,3 +168,60 @@ def test_flatten_keeps_the_batch_and_joins_the_rest():
 def test_flatten_shape_error_names_the_layer():
     with pytest.raises(ValueError, match=r"Flatten\(\): expected input \(N, \.\.\.\).*got \(5,\)"):
         nn.Flatten()(Tensor(np.ones(5)))
+
+
+# ----------------------------------------------------------------------------- a CNN end to end
+
+
+def small_cnn(seed=1, batch_norm=True):
+    rng = np.random.RandomState(seed)
+    layers = [nn.Conv2d(1, 4, 3, padding=1, rng=rng), nn.ReLU(), nn.MaxPool2d(2),
+              nn.Conv2d(4, 4, 3, stride=2, rng=rng), nn.ReLU(), nn.AvgPool2d(1), nn.Flatten(),
+              nn.Dense(16, 12, init_std="he", rng=rng)]
+    layers += [nn.BatchNorm1d(12)] if batch_norm else [nn.LayerNorm(12)]
+    layers += [nn.ReLU(), nn.Dropout(0.2, seed=seed), nn.Dense(12, 2, rng=rng)]
+    return nn.Sequential(*layers)
+
+
+def cnn_data(n=96):
+    r = np.random.RandomState(0)
+    X = r.normal(size=(n, 1, 10, 10)).astype(np.float32)
+    y = (X[:, 0, :5].sum(axis=(1, 2)) > 0).astype(np.int64)
+    return X, y
+
+
+def test_a_cnn_graph_draws_with_its_module_clusters():
+    from tinygrad_mlp import viz
+
+    model = small_cnn()
+    X, y = cnn_data(8)
+    loss = nn.CrossEntropy()(model(Tensor(X)), y)
+    loss.backward()
+    source = viz.draw(loss, group=model).source
+    for label in ("0: Conv2d(1, 4, 3, padding=1)", "2: MaxPool2d(2)",
+                  "3: Conv2d(4, 4, 3, stride=2)", "8: BatchNorm1d(12", "10: Dropout(p=0.2)"):
+        assert label in source, label
+    for op in ("conv2d", "max_pool2d", "avg_pool2d", "batch_norm", "dropout", "reshape"):
+        assert op in source, op
+
+
+@pytest.mark.parametrize("batch_norm", [False])
+def test_fit_trains_a_cnn_the_same_with_and_without_replay(batch_norm):
+    from tinygrad_mlp import optim, train
+
+    X, y = cnn_data()
+    results = []
+    for replay in (True, False):
+        model = small_cnn(batch_norm=batch_norm)
+        history = train.fit(model, nn.CrossEntropy(), optim.Adam(model.parameters(), 1e-2),
+                            X, y, epochs=3, batch_size=16, seed=0, progress=False,
+                            replay=replay)
+        results.append((history.cost, model.state_dict(), model.training))
+    (cost_a, state_a, mode_a), (cost_b, state_b, mode_b) = results
+    assert cost_a == cost_b and cost_a[-1] < cost_a[0]
+    assert list(state_a) == list(state_b)
+    for name in state_a:  # weights and running statistics, bit for bit
+        np.testing.assert_array_equal(state_a[name], state_b[name], err_msg=name)
+    assert mode_a and mode_b  # fit leaves the model in the mode it found it in
+    if batch_norm:
+        assert not np.array_equal(state_a["8.running_var"], np.ones(12, np.float32))

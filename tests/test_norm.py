@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from test_conv import _jvp_matches_finite_differences as jvp_matches_finite_differences
 
 from tinygrad_mlp import Tensor, gradcheck, nn, ops
 
@@ -147,3 +148,16 @@ def test_norm_shape_errors_name_the_layer_and_shapes():
             nn.BatchNorm1d(3, **bad)
     with pytest.raises(ValueError, match="LayerNorm: normalized_shape"):
         nn.LayerNorm(0)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_norm_jvp(training):
+    r = np.random.RandomState(0)
+    x, gamma, beta = r.normal(size=(6, 4)), r.normal(size=4), r.normal(size=4)
+    rm, rv = r.normal(size=4), r.uniform(0.5, 2, size=4)
+    jvp_matches_finite_differences(
+        lambda x, g, b: ops.BatchNorm1d.apply(x, g, b, rm.copy(), rv.copy(), training=training,
+                                              momentum=0.1, eps=1e-5), [x, gamma, beta])
+    jvp_matches_finite_differences(
+        lambda x, g, b: ops.LayerNorm.apply(x, g, b, eps=1e-5),
+        [r.normal(size=(3, 2, 4)), r.normal(size=(2, 4)), r.normal(size=(2, 4))])

@@ -135,6 +135,24 @@ class Conv2d(Function):
             gb = g.sum(axis=(0, 2))
         return (gx, gw, gb) if len(need) == 3 else (gx, gw)
 
+    @staticmethod
+    def jvp(ctx, tx, tw, *tb):
+        """Linear in x and in w: dy = conv(dx, w) + conv(x, dw) + db."""
+        cols, w = ctx.saved
+        n, o = ctx.x_shape[0], w.shape[0]
+        t = None
+        if tx is not None:
+            t = np.matmul(w.reshape(o, -1), im2col(tx, w.shape[2:], ctx.stride, ctx.padding))
+        if tw is not None:
+            t_w = np.matmul(tw.reshape(o, -1), cols)
+            t = t_w if t is None else t + t_w
+        if tb and tb[0] is not None:
+            t = (0 if t is None else t) + tb[0][:, None]
+        if t is None:
+            return None
+        oh = (ctx.x_shape[2] + 2 * ctx.padding[0] - w.shape[2]) // ctx.stride[0] + 1
+        return np.broadcast_to(t, (n, o, cols.shape[2])).reshape(n, o, oh, -1)
+
 
 def _window_offsets(x, kernel, stride):
     """For each offset (i, j) of a window, in row order, the view (N, C, OH, OW) of the pixels
@@ -183,6 +201,29 @@ class MaxPool2d(Function):
 
         return _add_windows(winner, x.shape, ctx.kernel, ctx.stride, g.dtype)
 
+    @staticmethod
+    def jvp(ctx, tx):
+        """The tangent of each window's first maximum."""
+        x, y = ctx.saved
+        at_offset = _window_offsets(x, ctx.kernel, ctx.stride)
+        t_offset = _window_offsets(tx, ctx.kernel, ctx.stride)
+        t, taken = np.zeros(y.shape, dtype=tx.dtype), np.zeros(y.shape, dtype=bool)
+        for v, tv in zip(at_offset, t_offset):
+            first = (v == y) & ~taken
+            taken |= first
+            t[first] = tv[first]
+        return t
+
+
+def _window_mean(x, kernel, stride):
+    """The mean of each window: the sum of the views at each offset, over kh kw."""
+    at_offset = _window_offsets(x, kernel, stride)
+    total = at_offset[0].copy()
+    for v in at_offset[1:]:
+        total += v
+    total /= np.asarray(len(at_offset), dtype=x.dtype)
+    return total
+
 
 class AvgPool2d(Function):
     """The mean of each kh x kw window: x (N, C, H, W) -> (N, C, OH, OW).
@@ -198,14 +239,13 @@ class AvgPool2d(Function):
     def forward(ctx, x, kernel, stride):
         _check_input("avg_pool2d", x, kernel, (0, 0))
         ctx.x_shape, ctx.kernel, ctx.stride = x.shape, kernel, stride
-        at_offset = _window_offsets(x, kernel, stride)
-        total = at_offset[0].copy()
-        for v in at_offset[1:]:
-            total += v
-        total /= np.asarray(len(at_offset), dtype=x.dtype)
-        return total
+        return _window_mean(x, kernel, stride)
 
     @staticmethod
     def backward(ctx, g):
         share = g / np.asarray(ctx.kernel[0] * ctx.kernel[1], dtype=g.dtype)
         return _add_windows(lambda i, j: share, ctx.x_shape, ctx.kernel, ctx.stride, g.dtype)
+
+    @staticmethod
+    def jvp(ctx, tx):
+        return _window_mean(tx, ctx.kernel, ctx.stride)

@@ -27,6 +27,22 @@ from .tensor import Function, _shape_str
 __all__ = ["BatchNorm1d", "LayerNorm"]
 
 
+def _standardize_jvp(tx, xhat, inv_std, axes):
+    """The tangent of xhat = (x - mu) s for a tangent tx of x (the same closed form)."""
+    return inv_std * (tx - tx.mean(axis=axes, keepdims=True)
+                      - xhat * (tx * xhat).mean(axis=axes, keepdims=True))
+
+
+def _affine_jvp(t_xhat, xhat, gamma, t_gamma, t_beta):
+    """The tangent of y = gamma xhat + beta."""
+    t = None if t_xhat is None else t_xhat * gamma
+    if t_gamma is not None:
+        t = t_gamma * xhat if t is None else t + t_gamma * xhat
+    if t_beta is not None:
+        t = np.broadcast_to(t_beta, xhat.shape) if t is None else t + t_beta
+    return t
+
+
 def _standardize_backward(g, gamma, xhat, inv_std, axes):
     """dx of y = gamma * xhat + beta, xhat standardized over `axes` (the closed form)."""
     dxhat = g * gamma
@@ -86,6 +102,14 @@ class BatchNorm1d(Function):
         gb = g.sum(axis=0) if need[2] else None
         return gx, gg, gb, None, None
 
+    @staticmethod
+    def jvp(ctx, tx, t_gamma, t_beta, *_running):
+        xhat, gamma, inv_std = ctx.saved
+        t_xhat = None
+        if tx is not None:
+            t_xhat = _standardize_jvp(tx, xhat, inv_std, 0) if ctx.training else tx * inv_std
+        return _affine_jvp(t_xhat, xhat, gamma, t_gamma, t_beta)
+
 
 class LayerNorm(Function):
     """Layer normalization: each sample standardized over its last k dimensions.
@@ -119,3 +143,9 @@ class LayerNorm(Function):
         gg = (g * xhat).sum(axis=batch_axes) if need[1] else None
         gb = g.sum(axis=batch_axes) if need[2] else None
         return gx, gg, gb
+
+    @staticmethod
+    def jvp(ctx, tx, t_gamma, t_beta):
+        xhat, gamma, inv_std = ctx.saved
+        t_xhat = None if tx is None else _standardize_jvp(tx, xhat, inv_std, ctx.axes)
+        return _affine_jvp(t_xhat, xhat, gamma, t_gamma, t_beta)

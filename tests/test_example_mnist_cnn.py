@@ -1,0 +1,106 @@
+"""examples/mnist_cnn.py: LeNet-5 trains, writes what it promises; the full run reaches 99%.
+
+The quick test trains on the fake MNIST folder of test_example_mnist.py (10 noisy class
+templates); one on the real MNIST subset when $TINYGRAD_MLP_DATA has it; the full run
+(8 epochs on 55,000 images, >= 99.0% test accuracy) is marked slow: pytest -m slow.
+"""
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from test_example_mnist import fake_mnist, final_numbers, png_size  # noqa: F401 (fixture)
+
+from tinygrad_mlp import nn
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO, "examples", "mnist_cnn.py")
+
+
+def _load_example():
+    spec = importlib.util.spec_from_file_location("mnist_cnn_example", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(*args, timeout=600):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p)
+    proc = subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True,
+                          env=env, timeout=timeout, cwd=REPO)
+    assert proc.returncode == 0, (f"mnist_cnn.py {' '.join(args)} exited {proc.returncode}\n"
+                                  f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def check_outputs(out, epochs):
+    for name in ("model.npz", "history.json", "cost.png", "accuracy.png", "digits.png",
+                 "misclassified.png", "graph.svg"):
+        path = os.path.join(out, name)
+        assert os.path.isfile(path) and os.path.getsize(path) > 0, f"{name} missing or empty"
+    assert png_size(os.path.join(out, "misclassified.png")) == (640, 720)
+    with open(os.path.join(out, "graph.svg")) as f:
+        svg = f.read()
+    assert "Conv2d(1, 6, 5, padding=2)" in svg and "MaxPool2d(2)" in svg  # module clusters
+    model = _load_example().build_model(seed=123)
+    before = [p.data.copy() for p in model.parameters()]
+    model.load(os.path.join(out, "model.npz"))
+    assert any(not np.array_equal(a, p.data) for a, p in zip(before, model.parameters()))
+    assert isinstance(model[0], nn.Conv2d) and model[0].weight.shape == (6, 1, 5, 5)
+    with open(os.path.join(out, "history.json")) as f:
+        hist = json.load(f)
+    assert len(hist["cost"]) == epochs and len(hist["valid_acc"]) == epochs
+    assert not [n for n in os.listdir(out) if n.startswith(".tmp")]
+    return hist
+
+
+def test_lenet_trains_on_fake_digits_and_writes_its_outputs(fake_mnist, tmp_path):  # noqa: F811
+    out = str(tmp_path / "cnn")
+    proc = run("--data", fake_mnist, "--no-download", "--epochs", "2", "--batch-size", "50",
+               "--lr", "0.01", "--no-progress", "--out", out)
+    numbers = final_numbers(proc.stdout)
+    assert set(numbers) == {"train", "valid", "test"}, proc.stdout
+    assert numbers["test"] > 30.0, proc.stdout  # chance is 10%
+    hist = check_outputs(out, 2)
+    assert hist["test_acc"] == pytest.approx(numbers["test"] / 100, abs=5e-5)
+    assert re.search(r"^training time: \d+\.\d s for 2 epochs", proc.stdout, re.M)
+
+
+def test_build_model_is_lenet_with_a_400_wide_flatten():
+    mnist_cnn = _load_example()
+    model = mnist_cnn.build_model(seed=0)
+    x = mnist_cnn.as_images(np.zeros((3, 784), dtype=np.float32))
+    assert x.shape == (3, 1, 28, 28)
+    assert model[:7](x).shape == (3, 400)
+    assert model(x).shape == (3, 10)
+    assert model.num_parameters() == 61706  # LeNet-5's count with these sizes
+    other = mnist_cnn.build_model(seed=0)
+    assert all(np.array_equal(a.data, b.data) for a, b in zip(model.parameters(),
+                                                               other.parameters()))
+
+
+def _real_mnist():
+    root = os.environ.get("TINYGRAD_MLP_DATA")
+    return bool(root) and os.path.isdir(os.path.join(root, "mnist"))
+
+
+@pytest.mark.skipif(not _real_mnist(), reason="needs MNIST in $TINYGRAD_MLP_DATA/mnist")
+def test_lenet_learns_real_mnist_from_a_subset(tmp_path):
+    proc = run("--epochs", "1", "--train-rows", "3000", "--test-rows", "1000", "--no-download",
+               "--no-progress", "--no-graph", "--out", str(tmp_path / "sub"))
+    assert final_numbers(proc.stdout)["test"] > 40.0, proc.stdout  # chance is 10%
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _real_mnist(), reason="needs MNIST in $TINYGRAD_MLP_DATA/mnist")
+def test_full_run_reaches_99_percent(tmp_path):
+    proc = run("--no-download", "--no-progress", "--out", str(tmp_path / "full"), timeout=1800)
+    numbers = final_numbers(proc.stdout)
+    assert numbers["test"] >= 99.0, proc.stdout
+    check_outputs(str(tmp_path / "full"), 8)
