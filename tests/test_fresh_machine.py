@@ -88,6 +88,18 @@ def test_readme_gives_the_two_setup_commands_without_local_folders():
     assert "apt-get install graphviz chromium chromium-driver" in text
 
 
+def test_import_needs_numpy_only():
+    """The optional parts are imported by the functions that need them, not by the package."""
+    code = ("import sys, tinygrad_mlp\n"
+            "heavy = ['sklearn', 'scipy', 'onnx', 'onnxruntime', 'matplotlib', 'graphviz', "
+            "'torch', 'pandas', 'tqdm']\n"
+            "print([m for m in heavy if m in sys.modules])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", proc.stdout
+
+
 def _python_without_dot(tmp_path):
     """A PATH that has this Python but no `dot` (nor anything else)."""
     bin_dir = tmp_path / "bin"
