@@ -191,6 +191,7 @@ def main(argv=None):
         print(f"\ninterrupted; continue with --resume {checkpoint}", file=sys.stderr)
         return 130
     train_time = float(sum(history.time))
+    model.eval()  # the evaluation below: Dropout off, BatchNorm on running statistics
     train_acc = train.accuracy(model, X_train, y_train, batch_size=EVAL_BATCH)
     valid_acc = history.valid_acc[-1] if history.valid_acc else float("nan")
     y_pred = train.predict(model, X_test, batch_size=EVAL_BATCH)
