@@ -114,7 +114,7 @@ def test_every_public_name_is_in_the_api_reference():
 # Submodules whose public names are written `module.name` in docs/api.md, and those whose
 # names are re-exported at the top level and written bare.
 QUALIFIED = ("nn", "optim", "train", "data", "viz", "reference", "testing",
-             "estimators")
+             "estimators", "export")
 REEXPORTED = ("tensor", "gradcheck", "forward", "jit")
 # An entry of docs/api.md: a heading, or a list item, that starts with `name(parameters)`
 # (a list item may start with several, separated by commas).

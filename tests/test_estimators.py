@@ -67,7 +67,7 @@ def test_classifier_learns_iris_with_string_labels_and_gives_probabilities(iris)
 
 
 def test_dataframe_columns_become_feature_names(iris):
-    pd = pytest.importorskip("pandas")  # installed with the dev extra
+    import pandas as pd  # the dev extra installs it
     X, y = iris
     frame = pd.DataFrame(X, columns=["sl", "sw", "pl", "pw"])
     clf = _quiet(MLPClassifier(hidden_layer_sizes=(8,), random_state=0, max_iter=50).fit,

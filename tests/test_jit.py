@@ -707,3 +707,35 @@ def test_gradient_arrays_the_user_holds_are_never_written():
     for held, value in kept:
         assert np.array_equal(held, value)
     assert len({id(g) for g, _ in kept}) == len(kept)  # a new array each step
+
+
+def test_dropout_and_batchnorm_with_train_eval_switches_are_bit_identical():
+    """Dropout draws its mask and BatchNorm1d updates its running statistics inside their
+    ops' forward, so every replayed call does both; eval() calls are compiled on their own
+    (the modules' .training is part of the recording)."""
+    def run(wrap):
+        rng = np.random.RandomState(0)
+        model = nn.Sequential(nn.Dense(6, 8, rng=rng, dtype=np.float64),
+                              nn.BatchNorm1d(8, dtype=np.float64), nn.ReLU(),
+                              nn.Dropout(0.3, seed=1), nn.Dense(8, 3, rng=rng, dtype=np.float64))
+        opt = optim.Adam(model.parameters(), lr=0.01)
+        step = wrap(lambda x, y: nn.CrossEntropy()(model(x), y))
+        X, y = blobs(n=200, n_in=6)
+        losses = []
+        for _ in range(3):
+            model.train()
+            for i in range(0, 200, 25):
+                loss = step(Tensor(X[i:i + 25]), y[i:i + 25])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+            model.eval()
+            losses.append(step(Tensor(X[:25]), y[:25]).item())
+        state = [a.copy() for a in model.state_dict().values()]
+        return losses, state, step
+
+    eager, compiled = run(lambda f: f), run(jit)
+    assert eager[0] == compiled[0]
+    assert all(np.array_equal(a, b) for a, b in zip(eager[1], compiled[1]))
+    assert compiled[2].stats == {"recorded": 4, "replayed": 23, "eager": 0}
