@@ -21,7 +21,7 @@ Examples:
   python examples/mnist.py                        # downloads MNIST once (checksummed)
   TINYGRAD_MLP_DATA=DIR python examples/mnist.py  # DIR/mnist holds the four IDX files
   python examples/mnist.py --preset fast --data ~/datasets/mnist --out runs/fast
-  python examples/mnist.py --resume runs/mnist/model.npz --epochs 20
+  python examples/mnist.py --resume runs/mnist/checkpoint.npz   # after Ctrl-C or a crash
 
 From Python (the same recipes):
   mnist = runpy.run_path("examples/mnist.py")  # or importlib; nothing runs on import
@@ -145,11 +145,12 @@ def build_schedule(preset, total_steps, lr=None):
 
 
 def train_model(preset, X, y, X_valid=None, y_valid=None, *, model=None, rng=None,
-                progress=False, on_epoch_end=None, **overrides):
+                progress=False, on_epoch_end=None, checkpoint=None, resume=None, **overrides):
     """Train with a preset's recipe (overrides as in `recipe`); returns (model, History).
 
     One RandomState(seed) draws the weights (unless `model` is given) and then shuffles
-    every epoch, as the lecture does.
+    every epoch, as the lecture does. checkpoint / resume: fit's (a checkpoint after every
+    epoch; resume a stopped run exactly, to `epochs` epochs in all).
     """
     cfg = recipe(preset, **overrides)
     dt = np.dtype(cfg["dtype"])
@@ -166,7 +167,8 @@ def train_model(preset, X, y, X_valid=None, y_valid=None, *, model=None, rng=Non
         epochs=epochs, batch_size=bs, shuffle=True, rng=rng,
         X_valid=X_valid, y_valid=y_valid, l2=cfg["l2"], progress=progress,
         schedule=build_schedule(cfg, epochs * (X.shape[0] // bs)),
-        eval_train=cfg["eval_train"], on_epoch_end=on_epoch_end)
+        eval_train=cfg["eval_train"], on_epoch_end=on_epoch_end, checkpoint=checkpoint,
+        resume=resume)
     return model, history
 
 
@@ -201,18 +203,7 @@ def write_json(path, obj):
     atomic_write(path, write, binary=False)
 
 
-def rng_state_to_json(rng):
-    name, keys, pos, has_gauss, cached = rng.get_state()
-    return {"name": name, "keys": [int(k) for k in keys], "pos": int(pos),
-            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
-
-
-def rng_state_from_json(d):
-    return (d["name"], np.asarray(d["keys"], dtype=np.uint32), int(d["pos"]),
-            int(d["has_gauss"]), float(d["cached_gaussian"]))
-
-
-_PER_EPOCH = ("cost", "train_acc", "valid_acc", "time", "cost_lecture")
+_PER_EPOCH = ("cost", "train_acc", "valid_acc", "time")
 
 
 def load_data(args):
@@ -365,20 +356,22 @@ smaller file); the 10,000 test images test. --train-rows N uses the first N trai
 
 outputs (in --out): model.npz (Module.save; load with Module.load into build_model(...)),
 history.json (per-epoch cost/train_acc/valid_acc/time, final accuracies, settings),
+checkpoint.npz (fit's checkpoint, rewritten after every epoch and on Ctrl-C),
 cost.png, accuracy.png, digits.png, misclassified.png (need matplotlib),
 graph.svg and graph.png (one training step's graph; need graphviz and `dot`).
 
---resume CKPT loads the weights from CKPT (a model.npz of the same preset and hidden size)
-and trains --epochs MORE epochs (default for a resume: 10). A history.json next to CKPT
-from the same preset is continued: its per-epoch records are kept and its saved shuffling
-state is restored, so for the lecture preset (plain SGD) 100 + 100 epochs give exactly the
-weights of 200. Adam's moments and the one-cycle schedule are not saved: with --preset fast
-a resume starts a new cycle over the additional epochs.
+--resume CKPT continues the run saved in CKPT (a checkpoint.npz) exactly where it stopped,
+whether it was interrupted with Ctrl-C, killed, or finished: the weights, the optimizer's
+state, the shuffling generator, the position in the epoch and the schedule's step are
+restored, so an interrupted lecture run resumed ends with the weights of the uninterrupted
+run, bit for bit. Give the same settings as the first run (a different network, optimizer,
+batch size or data is refused, naming what differs); --epochs is the number of epochs in
+all (default: the preset's), so --resume with a larger --epochs trains more.
 """.format(**FAST))
     p.add_argument("--preset", choices=sorted(PRESETS), default="lecture",
                    help="recipe to start from (default: lecture)")
-    p.add_argument("--epochs", type=int, help="epochs to train (with --resume: additional "
-                   "epochs, default 10)")
+    p.add_argument("--epochs", type=int, help="epochs to train (with --resume: in all, the "
+                   "checkpoint's included)")
     p.add_argument("--hidden", type=int, help="hidden units")
     p.add_argument("--lr", type=float, help="learning rate (fast: the one-cycle peak)")
     p.add_argument("--batch-size", type=int, help="mini-batch size")
@@ -396,10 +389,11 @@ a resume starts a new cycle over the additional epochs.
                    "only (quick runs)")
     p.add_argument("--out", default=os.path.join("runs", "mnist"), metavar="DIR",
                    help="output folder (default: runs/mnist)")
-    p.add_argument("--resume", metavar="CKPT", help="continue training from a model.npz")
-    p.add_argument("--checkpoint-every", type=int, default=0, metavar="K",
-                   help="also save model.npz and history.json every K epochs (default: only "
-                   "at the end)")
+    p.add_argument("--resume", metavar="CKPT", help="continue the run saved in CKPT (a "
+                   "checkpoint.npz) exactly")
+    p.add_argument("--checkpoint", metavar="PATH", help="fit's checkpoint, written after every "
+                   "epoch and on Ctrl-C (default: OUT/checkpoint.npz; with --resume: CKPT)")
+    p.add_argument("--no-checkpoint", action="store_true", help="write no checkpoint")
     p.add_argument("--no-plots", action="store_true", help="skip the matplotlib pictures")
     p.add_argument("--no-graph", action="store_true", help="skip the graph drawing")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bar")
@@ -414,13 +408,10 @@ def main(argv=None):
     parser = make_parser()
     args = parser.parse_args(argv)
     t_start = time.perf_counter()
-    epochs = args.epochs
-    if epochs is None and args.resume:
-        epochs = 10
-    cfg = recipe(args.preset, epochs=epochs, hidden=args.hidden, lr=args.lr,
+    cfg = recipe(args.preset, epochs=args.epochs, hidden=args.hidden, lr=args.lr,
                  batch_size=args.batch_size, l2=args.l2, seed=args.seed, dtype=args.dtype)
     args.dtype = cfg["dtype"]
-    for name in ("epochs", "hidden", "batch_size", "train_rows", "checkpoint_every"):
+    for name in ("epochs", "hidden", "batch_size", "train_rows"):
         value = cfg.get(name, getattr(args, name, None))
         if value is not None and (value < 0 or (value == 0 and name in ("hidden",
                                                                          "batch_size",
@@ -447,44 +438,35 @@ def main(argv=None):
 
     rng = np.random.RandomState(cfg["seed"])
     model = build_model(cfg, rng=rng)
-    previous = {k: [] for k in _PER_EPOCH}
-    if args.resume:
-        try:
-            model.load(args.resume)
-        except ValueError as e:
-            sys.exit(f"error: --resume: {e}")
-        old_path = os.path.join(os.path.dirname(os.path.abspath(args.resume)), "history.json")
-        old = None
-        if os.path.isfile(old_path):
-            try:
-                with open(old_path) as f:
-                    old = json.load(f)
-            except (OSError, ValueError):
-                old = None
-        if old is not None and old.get("preset") == args.preset:
-            previous = {k: list(old.get(k, [])) for k in _PER_EPOCH}
-            if old.get("rng_state"):
-                rng.set_state(rng_state_from_json(old["rng_state"]))
-            print(f"resumed from {args.resume} after {len(previous['cost'])} epochs "
-                  f"(history and shuffling state from {old_path}); training {cfg['epochs']} "
-                  f"more")
-        else:
-            print(f"resumed weights from {args.resume} (no matching history.json next to it); "
-                  f"training {cfg['epochs']} more epochs")
     os.makedirs(args.out, exist_ok=True)
     model_path = os.path.join(args.out, "model.npz")
     history_path = os.path.join(args.out, "history.json")
+    checkpoint = None if args.no_checkpoint else (
+        args.checkpoint or args.resume or os.path.join(args.out, "checkpoint.npz"))
 
     lecture_form = bool(cfg["l2"]) and cfg["eval_train"]
+    # sum of squared weights after each epoch (the lecture's printed cost adds l2 * it);
+    # on a resume, the earlier epochs' values come from the history.json beside CKPT
     sumsq = []
-    live = {}
+    if args.resume:
+        old_path = os.path.join(os.path.dirname(os.path.abspath(args.resume)), "history.json")
+        try:
+            with open(old_path) as f:
+                sumsq = [float(v) for v in json.load(f).get("sum_squared_weights", [])]
+        except (OSError, ValueError, TypeError):
+            sumsq = []
+        print(f"resuming the run saved in {args.resume} ({cfg['epochs']} epochs in all)")
+    live = {"epochs_here": 0}
 
     def record(history, final=None):
-        rec = {k: previous[k] + list(getattr(history, k)) for k in _PER_EPOCH[:4]}
+        rec = {k: list(getattr(history, k)) for k in _PER_EPOCH}
+        done = len(history.cost)
+        squares = sumsq[:done] + [None] * (done - len(sumsq))
+        rec["sum_squared_weights"] = squares
         if lecture_form:
-            rec["cost_lecture"] = previous["cost_lecture"] + [
-                c + 0.5 * cfg["l2"] * s for c, s in zip(history.cost, sumsq)]
-        rec["epochs_done"] = len(rec["cost"])
+            rec["cost_lecture"] = [None if s is None else c + 0.5 * cfg["l2"] * s
+                                   for c, s in zip(history.cost, squares)]
+        rec["epochs_done"] = done
         rec["cost_form"] = (
             "cost: logistic cost summed over the training rows + l2/2 * sum(W^2); "
             "cost_lecture: + l2 * sum(W^2) as the lecture prints it" if lecture_form else
@@ -493,7 +475,7 @@ def main(argv=None):
         rec["preset"] = args.preset
         rec["recipe"] = cfg
         rec["args"] = {k: v for k, v in vars(args).items()}
-        rec["rng_state"] = rng_state_to_json(rng)
+        rec["checkpoint"] = checkpoint
         rec["tinygrad_mlp"] = tinygrad_mlp.__version__
         if final:
             rec.update(final)
@@ -501,22 +483,27 @@ def main(argv=None):
 
     def on_epoch_end(epoch, history):
         live["history"] = history
-        if lecture_form:
-            sumsq.append(sum_squared_weights(model))
-        if args.checkpoint_every and epoch % args.checkpoint_every == 0:
-            model.save(model_path)
+        live["epochs_here"] += 1
+        del sumsq[epoch - 1:]  # (from a resumed history.json: maybe longer, or shorter)
+        sumsq.extend([None] * (epoch - 1 - len(sumsq)) + [sum_squared_weights(model)])
+        if checkpoint is not None:  # before fit's checkpoint: it never has more epochs
             write_json(history_path, record(history))
 
     try:
         model, history = train_model(
             cfg, X_train, y_train, X_valid, y_valid, model=model, rng=rng,
-            progress=not args.no_progress, on_epoch_end=on_epoch_end)
+            progress=not args.no_progress, on_epoch_end=on_epoch_end, checkpoint=checkpoint,
+            resume=args.resume)
+    except train.CheckpointError as e:
+        sys.exit(f"error: --resume: {e}")
     except KeyboardInterrupt:
         model.save(model_path)
         if "history" in live:
             write_json(history_path, record(live["history"]))
-        print(f"\ninterrupted: weights saved to {model_path}; continue with "
-              f"--resume {model_path}", file=sys.stderr)
+        where = (f"; continue with --resume {checkpoint}" if checkpoint is not None
+                 else " (no checkpoint: --no-checkpoint)")
+        print(f"\ninterrupted: the weights after the last whole step saved to {model_path}"
+              f"{where}", file=sys.stderr)
         return 130
     train_time = float(sum(history.time))
 
@@ -534,7 +521,7 @@ def main(argv=None):
     model.save(model_path)
     rec = record(history, final={
         "final_train_acc": train_acc, "final_valid_acc": valid_acc, "test_acc": test_acc,
-        "train_time": train_time, "epochs_run": len(history.cost)})
+        "train_time": train_time, "epochs_run": live["epochs_here"]})
     write_json(history_path, rec)
     written = [model_path, history_path]
 
@@ -553,6 +540,7 @@ def main(argv=None):
                 ylabel, title = "Cost", "Loss over the training rows"
             else:
                 ylabel, title = "Cross-entropy", "Mean cross-entropy over each epoch's batches"
+            costs = [np.nan if c is None else c for c in costs]  # (an epoch not on record)
             plot_cost(plt, costs, os.path.join(args.out, "cost.png"), ylabel, title)
             plot_accuracy(plt, rec["train_acc"], rec["valid_acc"],
                           os.path.join(args.out, "accuracy.png"),
@@ -571,7 +559,7 @@ def main(argv=None):
 
     print("wrote " + ", ".join(written))
     if history.cost:
-        if lecture_form:
+        if lecture_form and rec["cost_lecture"][-1] is not None:
             print(f"Cost: {rec['cost_lecture'][-1]:.2f} (lecture form: + l2*sum(W^2); "
                   f"consistent l2/2 form: {rec['cost'][-1]:.2f})")
         else:

@@ -23,6 +23,11 @@ batch, and says which it used; --data mnist (may download) or --data synthetic f
 
   TINYGRAD_MLP_DATA=DIR python examples/vanishing_gradients.py \\
       --out docs/img/vanishing_gradients.png
+
+--diagnostics PNG also trains the 8-hidden-layer sigmoid net and the ReLU one for a few
+epochs with fit(diagnostics=True) (the lecture's cost and plain SGD, 1,000 rows) and plots,
+per epoch, each layer's mean gradient norm and each activation's saturated (sigmoid) or
+dead (ReLU) fraction: the same vanishing, seen during training.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ except ImportError:  # run from a source checkout without installing the package
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import tinygrad_mlp  # noqa: F401
 
-from tinygrad_mlp import nn
+from tinygrad_mlp import nn, optim, train
 
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
 #: The init of each activation's Dense layers (Dense's init_std), unless --init says otherwise.
@@ -144,6 +149,17 @@ def format_table(results):
     return "\n".join(lines)
 
 
+def _save(plt, fig, path, title):
+    """Title the figure, write it as a PNG to `path` (creating its folder), close it."""
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot(results, path, title=""):
     """One panel per depth, layer index vs gradient norm (log scale), a line per activation."""
     import matplotlib
@@ -168,13 +184,85 @@ def plot(results, path, title=""):
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("||dC/dW|| after one backward")
     axes[0][0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path, title)
+
+
+# ----------------------------------------------------------------------------- in training
+
+
+def train_diagnostics(X, y, depth=8, activation="sigmoid", *, epochs=4, batch_size=100,
+                      lr=0.0005, seed=0):
+    """fit(diagnostics=True) of build_mlp(depth, activation) on (X, y) with the lecture's
+    summed logistic cost and plain SGD; returns (model, History)."""
+    model = build_mlp(depth, activation, seed=seed, dtype=X.dtype)
+    history = train.fit(model, nn.BinaryCrossEntropy(reduction="sum"),
+                        optim.SGD(model.parameters(), lr=lr), X, y, epochs=epochs,
+                        batch_size=batch_size, seed=seed, progress=False, diagnostics=True)
+    return model, history
+
+
+def layer_series(model, history, key="grad_norm"):
+    """[per-epoch values of `key`] for each Dense weight, first layer first."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [history.diagnostics[names[id(w)]][key] for w in nn.dense_weights(model)]
+
+
+def activation_series(model, history):
+    """(module name, 'saturated' or 'dead', per-epoch values) per hidden activation (the
+    output sigmoid left out)."""
+    out = []
+    for name, mod in list(model.named_modules())[:-1]:
+        stats = history.diagnostics.get(name)
+        if stats and isinstance(mod, tuple(ACTIVATIONS.values())):
+            (key, values), = stats.items()
+            out.append((name, key, values))
+    return out
+
+
+def format_diagnostics(runs):
+    lines = []
+    for label, (model, history) in runs.items():
+        grads = layer_series(model, history)
+        last_epoch = [g[-1] for g in grads]
+        lines.append(f"{label}: mean gradient norm per layer in the last epoch "
+                     f"(layer 1 first): " + " ".join(f"{v:.1e}" for v in last_epoch)
+                     + f"; last/first {last_epoch[-1] / last_epoch[0]:.3g}")
+        acts = activation_series(model, history)
+        lines.append(f"{label}: " + acts[0][1] + " fraction per activation in the last "
+                     "epoch: " + " ".join(f"{v[-1]:.2f}" for _, _, v in acts))
+    return "\n".join(lines)
+
+
+def plot_diagnostics(runs, path, title=""):
+    """Per run a row: gradient norm per layer (one line per epoch), and the saturated /
+    dead fraction per activation layer (one line per epoch)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(runs), 2, figsize=(10, 3.6 * len(runs)), squeeze=False)
+    for row, (label, (model, history)) in zip(axes, runs.items()):
+        grads = np.array(layer_series(model, history))  # (layers, epochs)
+        acts = activation_series(model, history)
+        for epoch in range(grads.shape[1]):
+            shade = str(0.7 - 0.7 * epoch / max(1, grads.shape[1] - 1))
+            row[0].semilogy(range(1, grads.shape[0] + 1), grads[:, epoch], marker="o",
+                            color=shade, label=f"epoch {epoch + 1}")
+            row[1].plot(range(1, len(acts) + 1), [v[epoch] for _, _, v in acts],
+                        marker="o", color=shade, label=f"epoch {epoch + 1}")
+        row[0].set_title(f"{label}: mean ||dC/dW|| over each epoch's steps", fontsize=9)
+        row[0].set_xlabel("layer (1 = next to the input, last = output)")
+        row[0].set_xticks(range(1, grads.shape[0] + 1))
+        row[0].grid(True, which="both", alpha=0.3)
+        row[0].legend(fontsize=7)
+        key = acts[0][1] if acts else "saturated"
+        row[1].set_title(f"{label}: {key} fraction per activation layer", fontsize=9)
+        row[1].set_xlabel("hidden activation (1 = next to the input)")
+        row[1].set_xticks(range(1, len(acts) + 1))
+        row[1].set_ylim(-0.02, 1.02)
+        row[1].grid(True, alpha=0.3)
+    _save(plt, fig, path, title)
 
 
 # ----------------------------------------------------------------------------- main
@@ -195,6 +283,11 @@ def main(argv=None):
                    "'xavier' (default: 0.1 for sigmoid and tanh, 'he' for relu)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="vanishing_gradients.png", help="the plot (PNG)")
+    p.add_argument("--diagnostics", metavar="PNG", help="also train the 8-layer sigmoid and "
+                   "ReLU nets with fit(diagnostics=True) and plot the diagnostics here")
+    p.add_argument("--train-rows", type=int, default=1000, help="rows for --diagnostics "
+                   "(default 1000)")
+    p.add_argument("--epochs", type=int, default=4, help="epochs for --diagnostics")
     args = p.parse_args(argv)
     init = args.init
     if init is not None and init not in ("he", "xavier", "glorot"):
@@ -208,6 +301,17 @@ def main(argv=None):
     print(format_table(results))
     plot(results, args.out, title=f"gradient norms per layer after one backward; {described}")
     print(f"plot: {args.out}")
+    if args.diagnostics:
+        Xt, yt, described = load_rows(args.data, args.train_rows, root=args.root,
+                                      seed=args.seed)
+        runs = {f"8 x {act}": train_diagnostics(Xt, yt, 8, act, epochs=args.epochs,
+                                                seed=args.seed)
+                for act in ("sigmoid", "relu")}
+        print(f"training diagnostics ({described}, {args.epochs} epochs, SGD lr 0.0005, "
+              f"batch 100):")
+        print(format_diagnostics(runs))
+        plot_diagnostics(runs, args.diagnostics, title=f"fit(diagnostics=True); {described}")
+        print(f"plot: {args.diagnostics}")
     return results
 
 

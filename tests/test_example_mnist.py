@@ -11,9 +11,11 @@ import importlib.util
 import json
 import os
 import re
+import signal
 import struct
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -153,7 +155,7 @@ def test_help_documents_the_options():
                    "--seed", "--dtype", "--data", "--out", "--dataset", "--train-rows",
                    "--resume", "--no-plots"):
         assert option in proc.stdout, option
-    assert "additional" in proc.stdout  # --resume trains additional epochs
+    assert "--checkpoint" in proc.stdout and "in all" in proc.stdout  # --resume's epochs
     assert "97.54%" in proc.stdout
 
 
@@ -189,47 +191,84 @@ def test_fast_preset_end_to_end(fake_mnist, tmp_path):
     assert hist["recipe"]["seed"] == 3 and hist["recipe"]["optimizer"] == "adam"
 
 
+def _same_final_run(a, b):
+    """The model.npz and history.json in folders a and b hold the same run, bit for bit."""
+    with np.load(os.path.join(a, "model.npz")) as wa, np.load(os.path.join(b, "model.npz")) as wb:
+        assert sorted(wa.files) == sorted(wb.files)
+        for k in wa.files:
+            np.testing.assert_array_equal(wa[k], wb[k])
+    hists = []
+    for folder in (a, b):
+        with open(os.path.join(folder, "history.json")) as f:
+            hists.append(json.load(f))
+    for key in ("cost", "train_acc", "valid_acc", "cost_lecture", "sum_squared_weights",
+                "test_acc", "final_valid_acc"):
+        assert hists[0][key] == hists[1][key], key
+    return hists
+
+
 def test_resume_continues_the_lecture_run_exactly(fake_mnist, tmp_path):
-    """1 epoch + --resume 1 epoch gives bit for bit the weights of 2 epochs in one go."""
+    """1 epoch, then --resume to 2 in all, gives bit for bit the weights of 2 in one go."""
     common = ("--data", fake_mnist, "--no-download", "--train-rows", "500", "--no-plots",
               "--no-graph", "--no-progress")
-    run(*common, "--epochs", "2", "--out", str(tmp_path / "straight"))
+    straight = run(*common, "--epochs", "2", "--out", str(tmp_path / "straight"))
     first = run(*common, "--epochs", "1", "--out", str(tmp_path / "split"))
-    ckpt = str(tmp_path / "split" / "model.npz")
-    second = run(*common, "--resume", ckpt, "--epochs", "1", "--out", str(tmp_path / "split"))
-    assert "resumed from" in second.stdout
-    with np.load(tmp_path / "straight" / "model.npz") as a, np.load(ckpt) as b:
-        assert sorted(a.files) == sorted(b.files)
-        for k in a.files:
-            np.testing.assert_array_equal(a[k], b[k])
-    with open(tmp_path / "straight" / "history.json") as f:
-        straight = json.load(f)
-    with open(tmp_path / "split" / "history.json") as f:
-        split = json.load(f)
-    assert split["cost"] == straight["cost"] and len(split["cost"]) == 2
-    assert split["valid_acc"] == straight["valid_acc"]
-    assert last_line(second) == last_line(run(*common, "--epochs", "2", "--out",
-                                              str(tmp_path / "again")))
+    ckpt = str(tmp_path / "split" / "checkpoint.npz")
+    second = run(*common, "--resume", ckpt, "--epochs", "2", "--out", str(tmp_path / "split"))
+    assert "resuming the run saved in" in second.stdout
+    hists = _same_final_run(tmp_path / "straight", tmp_path / "split")
+    assert len(hists[1]["cost"]) == 2 and hists[1]["epochs_run"] == 1
+    assert last_line(second) == last_line(straight)
     assert last_line(first) != "" and LAST_LINE.match(last_line(second))
 
 
-def test_resume_fast_preset_trains_additional_epochs(fake_mnist, tmp_path):
+def test_ctrl_c_then_resume_ends_where_the_uninterrupted_run_ends(fake_mnist, tmp_path):
+    common = ["--data", fake_mnist, "--no-download", "--train-rows", "500", "--no-plots",
+              "--no-graph", "--no-progress", "--epochs", "4"]
+    run(*common, "--out", str(tmp_path / "straight"))
+    out = tmp_path / "stopped"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p)
+    proc = subprocess.Popen(  # with Ctrl-C's default even if pytest runs with SIGINT ignored
+        [sys.executable, SCRIPT, *common, "--out", str(out)], env=env, cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    ckpt = out / "checkpoint.npz"
+    for _ in range(6000):  # the first epoch's checkpoint, then Ctrl-C at once (mid-epoch 2)
+        if ckpt.exists() or proc.poll() is not None:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, (stdout, stderr)
+    assert f"continue with --resume {ckpt}" in stderr
+    again = run(*common, "--resume", str(ckpt), "--out", str(out))
+    _same_final_run(tmp_path / "straight", out)
+    assert LAST_LINE.match(last_line(again))
+
+
+def test_resume_fast_preset_trains_more_epochs(fake_mnist, tmp_path):
     out = str(tmp_path / "fast")
     common = ("--preset", "fast", "--data", fake_mnist, "--no-download", "--train-rows",
               "500", "--hidden", "16", "--no-graph", "--out", out)
     run(*common, "--epochs", "1", "--no-plots")
     before = dict(np.load(os.path.join(out, "model.npz")))
-    proc = run(*common, "--resume", os.path.join(out, "model.npz"), "--epochs", "2")
+    ckpt = os.path.join(out, "checkpoint.npz")
+    proc = run(*common, "--resume", ckpt, "--epochs", "3")
     assert LAST_LINE.match(last_line(proc))
     with open(os.path.join(out, "history.json")) as f:
         hist = json.load(f)
     assert len(hist["cost"]) == 3 and hist["epochs_run"] == 2
     after = np.load(os.path.join(out, "model.npz"))
     assert any(not np.array_equal(before[k], after[k]) for k in before)
-    # a checkpoint of another architecture is refused with a clear message
-    bad = run(*common, "--resume", os.path.join(out, "model.npz"), "--hidden", "8",
-              check=False)
-    assert bad.returncode != 0 and "does not fit" in bad.stderr
+    # a checkpoint of another architecture is refused, naming what differs, and kept
+    saved = open(ckpt, "rb").read()
+    bad = run(*common, "--resume", ckpt, "--hidden", "8", check=False)
+    assert bad.returncode != 0 and "cannot resume from" in bad.stderr
+    assert "(784, 16) in the checkpoint" in bad.stderr
+    assert open(ckpt, "rb").read() == saved
+    weights_only = run(*common, "--resume", os.path.join(out, "model.npz"), check=False)
+    assert weights_only.returncode != 0 and "not a checkpoint of fit" in weights_only.stderr
 
 
 def test_without_matplotlib_and_graphviz_the_run_still_completes(fake_mnist, tmp_path):
@@ -244,7 +283,7 @@ def test_without_matplotlib_and_graphviz_the_run_still_completes(fake_mnist, tmp
                    p for p in (str(blockers), REPO, os.environ.get("PYTHONPATH")) if p)})
     assert "matplotlib is not installed" in proc.stdout
     assert "skipping the graph" in proc.stdout
-    assert sorted(os.listdir(out)) == ["history.json", "model.npz"]
+    assert sorted(os.listdir(out)) == ["checkpoint.npz", "history.json", "model.npz"]
     assert LAST_LINE.match(last_line(proc))
 
 

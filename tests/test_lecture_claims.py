@@ -205,6 +205,31 @@ def test_vanishing_gradients_on_mnist():
     _check_vanishing_claim(X, y)
 
 
+def _check_vanishing_in_training(X, y):
+    for act, vanishes in (("sigmoid", True), ("relu", False)):
+        model, history = vanishing.train_diagnostics(X, y, 8, act, epochs=2)
+        grads = vanishing.layer_series(model, history)
+        assert len(grads) == 9 and all(len(g) == 2 for g in grads)
+        for epoch in range(2):
+            ratio = grads[-1][epoch] / grads[0][epoch]
+            assert (ratio >= 100) == vanishes, (act, epoch, ratio)
+        acts = vanishing.activation_series(model, history)
+        assert len(acts) == 8 and {key for _, key, _ in acts} == {
+            "saturated" if act == "sigmoid" else "dead"}
+        assert all(0.0 <= v <= 1.0 for _, _, values in acts for v in values)
+
+
+def test_vanishing_gradients_in_training_diagnostics_on_the_synthetic_batch():
+    X, y, _ = vanishing.load_rows("synthetic", 200)
+    _check_vanishing_in_training(X, y)
+
+
+def test_vanishing_gradients_in_training_diagnostics_on_mnist():
+    root = _mnist_root()
+    X, y, _ = vanishing.load_rows("mnist", 200, root=os.path.join(root, "mnist"))
+    _check_vanishing_in_training(X, y)
+
+
 def test_gradient_norms_are_the_norms_of_the_weight_gradients():
     X, y, _ = vanishing.load_rows("synthetic", 10)
     model = vanishing.build_mlp(2, "tanh", dtype=np.float64)
