@@ -53,12 +53,21 @@ def sigmoid_backward(ctx, g):
     return d
 
 
+def _references(buffers, i):
+    return sys.getrefcount(buffers[i])
+
+
+# the count `_references` gives for an array that only its slot holds (measured, not
+# assumed: what getrefcount counts of its own call differs between Python versions)
+_ONLY_THE_SLOT = _references([np.empty(1)], 0)
+
+
 def reusable(buffers, i, shape, dtype):
     """Slot i's array if it has this shape and dtype and no one else holds it, else a new
     one (kept in the slot). C-contiguous, as `ndarray.dot(..., out=)` requires."""
     a = buffers[i]
-    # references: the slot, `a`, and getrefcount's argument; any other is someone's
-    if a is None or sys.getrefcount(a) != 3 or a.shape != shape or a.dtype != dtype:
+    if a is None or a.shape != shape or a.dtype != dtype or (
+            _references(buffers, i) - 1 != _ONLY_THE_SLOT):  # - 1: the local `a`
         a = buffers[i] = np.empty(shape, dtype)
     return a
 
