@@ -56,9 +56,11 @@ import numpy as np
 from . import _kernels
 from . import tensor as _tensor
 from .tensor import (
+    _FRESH_MODULE,
     Context,
     Function,
     Tensor,
+    _add_in_place,
     _add_leaf_grad,
     _as_input_grad,
     _check_finite,
@@ -494,8 +496,7 @@ class _Program:
         self.trace = trace
         self.names = {"asarray": np.asarray, "Tensor": Tensor, "context": _context,
                       "results": _results, "input_grad": _input_grad, "sum_grad": _sum_grad,
-                      "add": np.add, "add_first_leaf_grad": _add_first_leaf_grad,
-                      "add_leaf_grad": _add_leaf_grad,
+                      "add_in_place": _add_in_place, "add_leaf_grad": _add_leaf_grad,
                       "call_node": _call_node, "graph_output": _graph_output,
                       "new_tensor": _new_tensor}
         # a leaf is captured when both recordings read the same Tensor, else a constant
@@ -548,7 +549,8 @@ class _Program:
             fast = _kernels.FAST.get(op.function)  # the same numbers, fewer temporaries
             names[f"F{j}"], names[f"needs{j}"], names[f"m{j}"] = op.function, op.needs, op.module
             names[f"fwd{j}"] = fast[0] if fast else op.function.forward
-            names[f"bwd{j}"] = fast[1] if fast else op.function.backward
+            names[f"bwd{j}"] = fast[1] if fast else _kernels.INTO.get(op.function,
+                                                                      op.function.backward)
             args = [f"c{j}"] + [value[s] for s in op.sources]
             fixed = {k: v for k, v in op.params.items() if not isinstance(v, _ArgParam)}
             from_args = {k: v for k, v in op.params.items() if isinstance(v, _ArgParam)}
@@ -608,6 +610,11 @@ class _Program:
         rest = [f"g{j}" for j in tracked if j not in seeded]
         if rest:
             lines.append("        " + " = ".join(rest) + " = None")
+        into = [j for j in tracked if trace.ops[j].function in _kernels.INTO]
+        if into:  # the kernels that write into arrays kept between calls (_kernels.INTO)
+            sizes = {j: len(trace.ops[j].sources) for j in into}
+            self.names["buffers"] = functools.partial(_thread_buffers, threading.local(), sizes)
+            lines.append("        bufs = buffers()  # this thread's arrays, kept between calls")
         own_line = len(lines)
         total = {}  # leaf name -> how many gradients it gets; contributions: so far
         for j in tracked:
@@ -619,8 +626,10 @@ class _Program:
         contributions = {}
         for j in reversed(tracked):
             op = trace.ops[j]
+            buffers = f", bufs[{j}]" if j in into else ""
             lines += [f"        if g{j} is not None:  # {op.function.name}",
-                      f"            r = results(bwd{j}(c{j}, g{j}), F{j}, {len(op.sources)})"]
+                      f"            r = results(bwd{j}(c{j}, g{j}{buffers}), F{j}, "
+                      f"{len(op.sources)})"]
             for k, s in enumerate(op.sources):
                 kind, n = s
                 grad = f"input_grad(r[{k}], {value[s]}, F{j}, anomaly)"
@@ -636,19 +645,19 @@ class _Program:
                 else:
                     continue
                 contributions[leaf] = contributions.get(leaf, 0) + 1
-                trusted = op.function.__module__ == _ops_module
+                trusted = op.function.__module__ == _FRESH_MODULE
                 lines.append(f"            if r[{k}] is not None and {leaf}.requires_grad:")
                 if total[leaf] == 1:
                     lines.append(f"                add_leaf_grad({leaf}, {grad}, g{j})")
                 elif contributions[leaf] == 1:  # the first of several
-                    lines.append(f"                own_{leaf} = add_first_leaf_grad({leaf}, "
+                    lines.append(f"                own_{leaf} = add_leaf_grad({leaf}, "
                                  f"{grad}, g{j}, {trusted})")
                 else:  # .grad is an array made here: + in place (the same `+`, same bits)
                     lines += [f"                pg = {grad}",
                               f"                if own_{leaf}:",
-                              f"                    add({leaf}.grad, pg, out={leaf}.grad)",
+                              f"                    add_in_place({leaf}, pg)",
                               "                else:",
-                              f"                    own_{leaf} = add_first_leaf_grad({leaf}, "
+                              f"                    own_{leaf} = add_leaf_grad({leaf}, "
                               f"pg, g{j}, False)"]
             lines.append(f"            r = g{j} = None")
         owned = [f"own_{leaf}" for leaf, n in contributions.items() if n > 1]
@@ -656,6 +665,15 @@ class _Program:
             lines.insert(own_line, "        " + " = ".join(owned) + " = False  # .grad made "
                          "by this backward?")
         return lines
+
+
+def _thread_buffers(local, sizes):
+    """The calling thread's buffer slots of one program: {op index: [array or None per
+    input]} (per thread, so that two threads replaying it never share an array)."""
+    slots = getattr(local, "slots", None)
+    if slots is None:
+        slots = local.slots = {j: [None] * n for j, n in sizes.items()}
+    return slots
 
 
 def _context(function, needs, module):
@@ -702,16 +720,3 @@ def _graph_output(data, call, position, function):
     out._ctx = ctx = Context(function, (call,), (True,))
     ctx.call, ctx.position = call._ctx, position
     return out
-
-
-_ops_module = "tinygrad_mlp.ops"  # its ops' backward return fresh arrays (or views, copied)
-
-
-def _add_first_leaf_grad(leaf, pg, g, trusted):
-    """A leaf's first gradient in a compiled backward: as `_add_leaf_grad`. True when the
-    leaf's `.grad` is now an array no one else holds (a sum, a copy, or a fresh array from
-    a trusted op), so the next gradients can be added in place: `+` into it gives the bits
-    of `+` into a new array, and nothing else sees the difference."""
-    owned = leaf.grad is not None or trusted or pg is g or pg.base is not None
-    _add_leaf_grad(leaf, pg, g)
-    return owned

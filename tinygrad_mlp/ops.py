@@ -292,6 +292,8 @@ class Dense(Function):
 
     x: (n, in), W: (in, out), b: (out,) -> (n, out). Leading dims of x are batch dims.
     d/dx = g W^T,  d/dW = x^T g,  d/db = sum of g over the rows.
+
+    Under jit the backward writes into arrays kept between calls (`_kernels.dense_backward`).
     """
 
     name = "dense"
@@ -937,7 +939,10 @@ class SoftmaxCrossEntropy(Function):
 
 
 class L2Penalty(Function):
-    """lam/2 * sum over the inputs of sum(W^2). d/dW = g lam W."""
+    """lam/2 * sum over the inputs of sum(W^2). d/dW = g lam W.
+
+    Under jit the backward writes into arrays kept between calls
+    (`_kernels.l2_penalty_backward`)."""
 
     name = "l2_penalty"
 

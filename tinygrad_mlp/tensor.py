@@ -524,6 +524,7 @@ class Tensor:
         grads = {id(self): grad}         # id(node) -> d self / d node, summed so far
         heap = [(-self._ctx.seq, self)]  # seqs are unique: Tensors are never compared
         done = []                        # contexts whose backward ran (freed at the end)
+        owned = set()                    # ids of leaves whose .grad this backward made
         try:
             while heap:
                 node = heapq.heappop(heap)[1]
@@ -553,7 +554,10 @@ class Tensor:
                         _check_finite(pg, f"{ctx.function.name}: backward produced",
                                       ctx.parents)
                     if p._ctx is None:
-                        _add_leaf_grad(p, pg, g)
+                        if id(p) in owned:
+                            _add_in_place(p, pg)
+                        elif _add_leaf_grad(p, pg, g, ctx.function.__module__ == _FRESH_MODULE):
+                            owned.add(id(p))
                     elif id(p) in grads:
                         grads[id(p)] = _sum_grad(grads[id(p)], pg)
                     else:  # the first gradient to reach p: schedule its op
@@ -729,12 +733,28 @@ def _sum_grad(total, pg):
     return pg if total is None else total + pg
 
 
-def _add_leaf_grad(leaf, pg, g):
+def _add_leaf_grad(leaf, pg, g, fresh=False):
     """Sum `pg` into `leaf.grad`. A leaf owns its gradient array: a view, or the upstream
-    gradient `g` passed through unchanged, is copied first."""
+    gradient `g` passed through unchanged, is copied first.
+
+    Returns True when `leaf.grad` is now an array that this backward made and no one else
+    holds (a sum, a copy, or `pg` itself when `fresh`: a new array from an op of ops.py),
+    so that the next gradients of the same backward may be added into it in place
+    (`_add_in_place`), as PyTorch accumulates: the same `+`, the same bits, one array less.
+    A `.grad` that was there before the backward is never written into (a user may hold it)."""
+    owned = leaf.grad is not None or fresh or pg is g or pg.base is not None
     if pg is g or pg.base is not None:
         pg = pg.copy()
     leaf.grad = _sum_grad(leaf.grad, pg)
+    return owned
+
+
+def _add_in_place(leaf, pg):
+    """leaf.grad += pg, for a `.grad` that `_add_leaf_grad` said this backward owns."""
+    np.add(leaf.grad, pg, out=leaf.grad)
+
+
+_FRESH_MODULE = "tinygrad_mlp.ops"  # its ops' backward return new arrays (or views, copied)
 
 
 def _reduce_to(pg, shape, function):
