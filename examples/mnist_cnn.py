@@ -24,7 +24,9 @@ Examples:
   python examples/mnist_cnn.py --epochs 2 --train-rows 5000 --out runs/quick
   python examples/mnist_cnn.py --resume runs/mnist_cnn/checkpoint.npz --epochs 12
 
-Outputs (in --out): model.npz (Module.save; load into build_model()), history.json,
+Outputs (in --out): checkpoint.npz (written after every epoch by fit: weights, Adam's state,
+the shuffling generator; --resume continues it bit for bit), model.npz (Module.save; load
+into build_model()), history.json,
 cost.png, accuracy.png, digits.png, misclassified.png (need matplotlib), graph.svg (one
 step's graph grouped by module; needs graphviz and `dot`).
 """
@@ -188,10 +190,12 @@ def main(argv=None):
         model, history = train_model(
             X_train, y_train, X_valid, y_valid, epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-            progress=not args.no_progress, **_checkpoint_kwargs(checkpoint, args.resume))
-    except KeyboardInterrupt:
+            progress=not args.no_progress, checkpoint=checkpoint, resume=args.resume)
+    except KeyboardInterrupt:  # fit has written a checkpoint at the end of the step
         print(f"\ninterrupted; continue with --resume {checkpoint}", file=sys.stderr)
         return 130
+    except train.CheckpointError as e:  # corrupt, or of other data or settings
+        sys.exit(f"error: --resume: {e}")
     train_time = float(sum(history.time))
     model.eval()  # the evaluation below: Dropout off, BatchNorm on running statistics
     train_acc = train.accuracy(model, X_train, y_train, batch_size=EVAL_BATCH)
@@ -241,17 +245,6 @@ def main(argv=None):
     print(f"valid accuracy: {100 * valid_acc:.2f}%")
     print(f"test accuracy: {100 * test_acc:.2f}%")
     return 0
-
-
-def _checkpoint_kwargs(path, resume):
-    """fit's checkpoint=/resume= when this version of fit has them."""
-    import inspect
-
-    if "checkpoint" not in inspect.signature(train.fit).parameters:
-        if resume:
-            sys.exit("error: --resume needs a tinygrad_mlp whose fit has checkpoint/resume")
-        return {}
-    return dict(checkpoint=path, resume=resume)
 
 
 if __name__ == "__main__":

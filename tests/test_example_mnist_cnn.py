@@ -104,3 +104,35 @@ def test_full_run_reaches_99_percent(tmp_path):
     numbers = final_numbers(proc.stdout)
     assert numbers["test"] >= 99.0, proc.stdout
     check_outputs(str(tmp_path / "full"), 8)
+
+
+def test_interrupted_run_resumes_from_its_checkpoint_bit_for_bit(fake_mnist, tmp_path):  # noqa: F811
+    """Ctrl-C after the first epoch, then --resume: the weights of the uninterrupted run."""
+    import signal
+    import time
+
+    common = ["--data", fake_mnist, "--no-download", "--batch-size", "50", "--lr", "0.01",
+              "--train-rows", "300", "--test-rows", "50", "--epochs", "30", "--no-plots",
+              "--no-graph", "--no-progress"]
+    run(*common, "--out", str(tmp_path / "straight"))
+    split = tmp_path / "split"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p)
+    proc = subprocess.Popen([sys.executable, SCRIPT, *common, "--out", str(split)], env=env,
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ckpt = split / "checkpoint.npz"
+    deadline = time.monotonic() + 120
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (proc.returncode, out, err)  # stopped, not finished
+    assert "--resume" in err and not (split / "model.npz").exists()
+    resumed = run(*common, "--resume", str(ckpt), "--out", str(split))
+    assert "test accuracy" in resumed.stdout
+    with np.load(tmp_path / "straight" / "model.npz") as a, np.load(split / "model.npz") as b:
+        assert sorted(a.files) == sorted(b.files)
+        for name in a.files:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    with open(split / "history.json") as f:
+        assert len(json.load(f)["cost"]) == 30  # the resumed History holds every epoch

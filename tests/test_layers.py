@@ -205,7 +205,7 @@ def test_a_cnn_graph_draws_with_its_module_clusters():
         assert op in source, op
 
 
-@pytest.mark.parametrize("batch_norm", [False])
+@pytest.mark.parametrize("batch_norm", [False, True])
 def test_fit_trains_a_cnn_the_same_with_and_without_replay(batch_norm):
     from tinygrad_mlp import optim, train
 

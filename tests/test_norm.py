@@ -25,8 +25,8 @@ def test_batch_norm_gradcheck(training, shape):
 
     def f(x, gamma, beta):
         before = rm.data.copy(), rv.data.copy()
-        y = ops.BatchNorm1d.apply(x, gamma, beta, rm, rv, training=training, momentum=0.1,
-                                  eps=1e-5)
+        y = ops.BatchNorm1d.apply(x, gamma, beta, rm, rv, np.array(0), training=training,
+                                  momentum=0.1, eps=1e-5)
         rm.data[:], rv.data[:] = before  # each evaluation sees the same statistics
         return y * w
 
@@ -98,15 +98,21 @@ def test_batch_norm_forward_matches_torch_and_state_dict_holds_the_statistics():
     np.testing.assert_allclose(bn(Tensor(x)).data, tbn(torch.tensor(x)).detach().numpy(),
                                atol=1e-5, rtol=1e-5)
     assert [n for n, _ in bn.named_parameters()] == ["weight", "bias"]
-    assert list(bn.state_dict()) == ["weight", "bias", "running_mean", "running_var"]
+    assert list(bn.state_dict()) == ["weight", "bias", "running_mean", "running_var",
+                                     "num_batches_tracked"]  # torch's names and order
     other = nn.BatchNorm1d(3)
     other.load_state_dict(bn.state_dict())
     np.testing.assert_array_equal(other.running_var.data, bn.running_var.data)
     assert other.running_var.data is not bn.running_var.data
     assert bn.running_var.data.tolist() != [1.0, 1.0, 1.0]  # the step updated it
-    theirs = {k: v.numpy() for k, v in tbn.state_dict().items() if k != "num_batches_tracked"}
+    theirs = {k: v.numpy() for k, v in tbn.state_dict().items()}
+    assert list(theirs) == list(bn.state_dict())
     for k, v in bn.state_dict().items():
         np.testing.assert_allclose(v, theirs[k], rtol=1e-5, atol=1e-7)
+    assert int(bn.num_batches_tracked.data) == 1
+    fresh = nn.BatchNorm1d(3)
+    fresh.load_state_dict(theirs)  # a torch BatchNorm1d's state_dict loads unchanged
+    np.testing.assert_allclose(fresh(Tensor(x)).data, bn(Tensor(x)).data, rtol=1e-6)
 
 
 def test_layer_norm_matches_torch():
@@ -156,8 +162,9 @@ def test_norm_jvp(training):
     x, gamma, beta = r.normal(size=(6, 4)), r.normal(size=4), r.normal(size=4)
     rm, rv = r.normal(size=4), r.uniform(0.5, 2, size=4)
     jvp_matches_finite_differences(
-        lambda x, g, b: ops.BatchNorm1d.apply(x, g, b, rm.copy(), rv.copy(), training=training,
-                                              momentum=0.1, eps=1e-5), [x, gamma, beta])
+        lambda x, g, b: ops.BatchNorm1d.apply(x, g, b, rm.copy(), rv.copy(), np.array(0),
+                                              training=training, momentum=0.1, eps=1e-5),
+        [x, gamma, beta])
     jvp_matches_finite_differences(
         lambda x, g, b: ops.LayerNorm.apply(x, g, b, eps=1e-5),
         [r.normal(size=(3, 2, 4)), r.normal(size=(2, 4)), r.normal(size=(2, 4))])

@@ -522,8 +522,9 @@ class BatchNorm1d(Module):
 
     Training mode: normalize with the batch's mean and biased variance, and update the
     buffers running_mean (zeros) and running_var (ones) with `momentum`, the variance
-    unbiased. Eval mode: normalize with the running statistics. Then scale by `.weight`
-    (gamma, ones) and shift by `.bias` (beta, zeros), both parameters. One fused op,
+    unbiased (and count the steps in num_batches_tracked). Eval mode: normalize with the
+    running statistics. Then scale by `.weight` (gamma, ones) and shift by `.bias` (beta,
+    zeros), both parameters. One fused op,
     `ops.BatchNorm1d`, which also updates the running statistics in place.
     """
 
@@ -542,6 +543,7 @@ class BatchNorm1d(Module):
         self.bias = Tensor(np.zeros(c, dtype=dtype), requires_grad=True, name="bias")
         self.register_buffer("running_mean", np.zeros(c, dtype=dtype))
         self.register_buffer("running_var", np.ones(c, dtype=dtype))
+        self.register_buffer("num_batches_tracked", np.array(0, dtype=np.int64))  # as torch
 
     def forward(self, x):
         x = _as_tensor(x)
@@ -549,8 +551,9 @@ class BatchNorm1d(Module):
             raise ValueError(f"BatchNorm1d({self.num_features}): expected input "
                              f"(N, {self.num_features}), got {_shape_str(x.shape)}")
         return ops.BatchNorm1d.apply(x, self.weight, self.bias, self.running_mean,
-                                     self.running_var, training=self.training,
-                                     momentum=self.momentum, eps=self.eps)
+                                     self.running_var, self.num_batches_tracked,
+                                     training=self.training, momentum=self.momentum,
+                                     eps=self.eps)
 
     def extra_repr(self):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"

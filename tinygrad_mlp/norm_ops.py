@@ -53,8 +53,9 @@ def _standardize_backward(g, gamma, xhat, inv_std, axes):
 class BatchNorm1d(Function):
     """Batch normalization of x (N, C) per feature, with running statistics.
 
-    Inputs: x (N, C), gamma (C,), beta (C,), running_mean (C,), running_var (C,).
-    params: training, momentum, eps.
+    Inputs: x (N, C), gamma (C,), beta (C,), running_mean (C,), running_var (C,),
+    num_batches_tracked (a 0-d integer count, as PyTorch keeps). params: training,
+    momentum, eps.
 
     training: mu, var = the batch's mean and biased variance over axis 0; the running
     statistics are updated in place, as PyTorch does, with the unbiased variance:
@@ -65,10 +66,11 @@ class BatchNorm1d(Function):
     """
 
     name = "batch_norm"
-    no_grad_inputs = (3, 4)
+    no_grad_inputs = (3, 4, 5)
 
     @staticmethod
-    def forward(ctx, x, gamma, beta, running_mean, running_var, training, momentum, eps):
+    def forward(ctx, x, gamma, beta, running_mean, running_var, num_batches_tracked,
+                training, momentum, eps):
         if training:
             n = x.shape[0]
             if n < 2:
@@ -81,6 +83,7 @@ class BatchNorm1d(Function):
             running_mean += momentum * mu
             running_var *= 1.0 - momentum
             running_var += (momentum * n / (n - 1)) * var
+            num_batches_tracked += 1
         else:
             centered = x - running_mean
             var = running_var
@@ -100,7 +103,7 @@ class BatchNorm1d(Function):
                   else g * (gamma * inv_std))
         gg = (g * xhat).sum(axis=0) if need[1] else None
         gb = g.sum(axis=0) if need[2] else None
-        return gx, gg, gb, None, None
+        return gx, gg, gb, None, None, None
 
     @staticmethod
     def jvp(ctx, tx, t_gamma, t_beta, *_running):
