@@ -6,7 +6,6 @@ import os
 import re
 import shutil
 import sys
-import time
 import weakref
 import xml.etree.ElementTree as ET
 
@@ -420,15 +419,12 @@ def test_deep_chain_draws_without_recursion_error():
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(200)  # prove the walk is iterative
     try:
-        start = time.perf_counter()
         d = viz.draw(s)
-        elapsed = time.perf_counter() - start
     finally:
         sys.setrecursionlimit(limit)
     nodes, edges, _ = parse(d.source)
     assert len(tensor_nodes(nodes)) == 5001 and len(op_nodes(nodes)) == 5000
     assert len(edges) == 10000
-    assert elapsed < 2.0, f"drawing 5,000 ops took {elapsed:.2f} s"
 
 
 def test_max_nodes_cuts_the_drawing():
