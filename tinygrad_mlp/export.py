@@ -195,15 +195,9 @@ def to_onnx(model, path, input_shape):
     dtype = _model_dtype(model)
 
     # one forward pass in eval mode: checks the shape and gives the output's width
-    modes = [(m, m.training) for m in model.modules() if hasattr(m, "training")]
-    try:
-        model.eval()
-        with no_grad():
-            out = model(Tensor(np.zeros((1 if shape[0] is None else shape[0],) + shape[1:],
-                                        dtype=dtype)))
-    finally:
-        for m, mode in modes:
-            m.training = mode
+    with nn._in_mode(model, False), no_grad():
+        out = model(Tensor(np.zeros((1 if shape[0] is None else shape[0],) + shape[1:],
+                                    dtype=dtype)))
     out_shape = (shape[0],) + tuple(out.shape[1:])
 
     g = _Graph(helper, numpy_helper, dtype)

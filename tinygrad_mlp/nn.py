@@ -10,6 +10,7 @@ import io
 import os
 import zipfile
 from collections import OrderedDict
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -234,6 +235,21 @@ class Module:
             lines.append(f"  ({key}): {body}")
         lines.append(")")
         return "\n".join(lines)
+
+
+@contextmanager
+def _in_mode(model, training):
+    """Run a block with every module of `model` in training (True) or eval (False) mode,
+    then give each module back the mode it had."""
+    modules = model.modules() if isinstance(model, Module) else []
+    saved = [(m, m.training) for m in modules if hasattr(m, "training")]
+    if hasattr(model, "train"):
+        model.train(training)
+    try:
+        yield
+    finally:
+        for m, flag in saved:
+            m.training = flag
 
 
 # ----------------------------------------------------------------------------- layers

@@ -18,7 +18,6 @@ import signal
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -101,19 +100,6 @@ def minibatches(n, batch_size, rng=None, shuffle=True):
 # ----------------------------------------------------------------------------- evaluation
 
 
-@contextmanager
-def _mode(model, training):
-    """Run a block with every module of `model` in training (True) or eval (False) mode,
-    then give each module back the mode it had."""
-    modules = model.modules() if isinstance(model, nn.Module) else []
-    saved = [(m, m.training) for m in modules if hasattr(m, "training")]
-    if hasattr(model, "train"):
-        model.train(training)
-    try:
-        yield
-    finally:
-        for m, flag in saved:
-            m.training = flag
 
 
 _MONOTONIC = (nn.Sigmoid, nn.Tanh)
@@ -144,7 +130,7 @@ def predict(model, X, batch_size=10000):
     batch_size = _check_batch_size(batch_size, None)
     body, _ = _split_head(model)
     out = np.empty(X.shape[0], dtype=np.int64)
-    with no_grad(), _mode(model, False):
+    with no_grad(), nn._in_mode(model, False):
         for start in range(0, X.shape[0], batch_size):
             z = body(X[start:start + batch_size]).data
             out[start:start + batch_size] = z.argmax(axis=1)
@@ -172,7 +158,7 @@ def _evaluate(model, loss_fn, X, targets, labels, batch_size):
     body, head = _split_head(model)
     reduction = getattr(loss_fn, "reduction", "mean")
     total, correct = 0.0, 0
-    with no_grad(), _mode(model, False):
+    with no_grad(), nn._in_mode(model, False):
         for start in range(0, X.shape[0], batch_size):
             stop = start + batch_size
             z = body(X[start:stop])
@@ -199,7 +185,7 @@ def _check_batch_size(batch_size, n):
 
 
 def _output_width(model, X):
-    with no_grad(), _mode(model, False):  # eval: no Dropout draw, no running-stat update
+    with no_grad(), nn._in_mode(model, False):  # eval: no Dropout draw, no running-stat update
         out = model(X[:1])
     return out.shape[-1] if out.ndim > 1 else 1
 
@@ -417,7 +403,7 @@ class _Diagnostics:
         try:
             for name, mod in self.activations:
                 watch(name, mod)
-            with no_grad(), _mode(model, False):
+            with no_grad(), nn._in_mode(model, False):
                 for start in range(0, len(rows), batch_size):
                     model(X.take(rows[start:start + batch_size], axis=0))
         finally:
@@ -672,7 +658,7 @@ def fit(model, loss_fn, optimizer, X, y, *, epochs, batch_size, shuffle=True, rn
     bar = _Progress(epochs, progress, initial=min(epochs_done, epochs))
     guard = _DeferInterrupt().install()
     saved_at = None  # (epochs_done, batch_next, step) of the last checkpoint written
-    outer_modes = _mode(model, True)  # train mode for the steps; every mode back at the end
+    outer_modes = nn._in_mode(model, True)  # train mode for the steps; every mode back at the end
     outer_modes.__enter__()
     t0 = time.perf_counter()
     try:
