@@ -38,6 +38,7 @@ from collections import deque
 import numpy as np
 
 from ._files import atomic_write
+from .gradcheck import _op_name, graph_ops
 from .tensor import Tensor
 
 __all__ = ["draw", "save", "backward_steps", "save_html", "FORMATS"]
@@ -464,7 +465,7 @@ def _draw(tensor, *, show_grad=True, show_data=False, rankdir="LR", group=None,
                     title = f"const {_data_text(t.data)}"
         else:
             fn = ctx.function
-            op_name = getattr(fn, "name", None) or fn.__name__.lower()
+            op_name = _op_name(fn)
             if title is None:
                 title = op_name
             if clusters is not None:
@@ -546,7 +547,6 @@ def _highlighted(tensor, highlight):
         wanted.append(int(i))
     if not wanted:
         return set()
-    from .gradcheck import graph_ops
 
     ops = graph_ops(tensor)
     bad = [i for i in wanted if not 0 <= i < len(ops)]
@@ -658,6 +658,11 @@ def save(graph, path, format=None, **draw_kwargs):
 
 
 # ----------------------------------------------------------------------------- backward steps
+def _op_positions(output):
+    """id(Context) -> the op's position in creation order (as check_ops numbers them)."""
+    return {id(t._ctx): i for i, t in enumerate(graph_ops(output))}
+
+
 def _backward_trace(output):
     """The ops backward would run from `output`, in its order, each with the gradients
     known after it: [(Context, op output Tensor, {id(Tensor): gradient})].
@@ -683,7 +688,7 @@ def _backward_trace(output):
     while heap:
         node = heapq.heappop(heap)[2]
         ctx = node._ctx
-        name = getattr(ctx.function, "name", None) or ctx.function.__name__.lower()
+        name = _op_name(ctx.function)
         if ctx.freed:
             raise RuntimeError(f"viz.backward_steps: op '{name}' was freed by a backward; "
                                f"step through the graph before calling backward (or use "
@@ -712,16 +717,14 @@ def _steps(output, group, rankdir):
     """[(Digraph, tensor nodes, op nodes, grads, title)], one per backward step."""
     trace = _backward_trace(output)
     final = set(trace[-1][2]) if trace else set()
-    from .gradcheck import graph_ops
-
-    index = {id(t._ctx): i for i, t in enumerate(graph_ops(output))}
+    index = _op_positions(output)
     frames = []
     done = set()
     for k, (ctx, _node, grads) in enumerate(trace):
         graph, tensors, ops = _draw(output, rankdir=rankdir, group=group, current=id(ctx),
                                     done=set(done), grads=grads,
                                     pending=final - set(grads))
-        name = getattr(ctx.function, "name", None) or ctx.function.__name__.lower()
+        name = _op_name(ctx.function)
         title = (f"step {k + 1} of {len(trace)}: backward of {name} (op {index[id(ctx)]} "
                  f"in creation order)")
         frames.append((graph, tensors, ops, grads, title))
@@ -784,8 +787,7 @@ def _node_info(tensors, titles):
     for node, t in tensors.items():
         entry = {"kind": "tensor", "shape": _shape_text(t.shape), "dtype": str(t.dtype),
                  "value": _summary(t.data),
-                 "role": ("made by " + (getattr(t._ctx.function, "name", None)
-                                        or t._ctx.function.__name__.lower()))
+                 "role": ("made by " + _op_name(t._ctx.function))
                  if t._ctx is not None else ("parameter" if t.requires_grad else
                                              "input or constant (no gradient)")}
         entry["name"] = titles[node]
@@ -821,11 +823,9 @@ def save_html(output, path, *, steps=True, group=None, rankdir="LR"):
     titles = {}
     _, tensors, ops = _draw(output, rankdir=rankdir, group=group, titles=titles)
     nodes = _node_info(tensors, titles)
-    from .gradcheck import graph_ops
-
-    index = {id(t._ctx): i for i, t in enumerate(graph_ops(output))}
+    index = _op_positions(output)
     for node, ctx in ops.items():
-        name = getattr(ctx.function, "name", None) or ctx.function.__name__.lower()
+        name = _op_name(ctx.function)
         nodes[node] = {"kind": "op", "op": name, "index": index.get(id(ctx))}
     final = frames[-1][3]
     for node, t in tensors.items():
