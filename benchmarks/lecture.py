@@ -125,6 +125,32 @@ class NumpyLoop:
             self.b_out -= LR * grad_b_out
 
 
+class NumpyLoopWithCost(NumpyLoop):
+    """The baseline plus the one thing more that the user's loop asks for at every step:
+    the cost's value (summed logistic cost of the output layer plus the L2 penalty), as
+    `step(x, y)` returns it. What the user's loop must compute, with no library at all:
+    the floor of row 2 (docs/performance.md)."""
+
+    def epoch(self):
+        self.costs = []
+        for idx in batches(len(self.X), self.rng):
+            X, Y = self.X[idx], self.Y[idx]
+            a_h = sigmoid(np.dot(X, self.w_h) + self.b_h)               # forward
+            z_out = np.dot(a_h, self.w_out) + self.b_out
+            a_out = sigmoid(z_out)
+            cost = (np.sum(np.logaddexp(0.0, z_out) - Y * z_out)        # the cost's value
+                    + 0.5 * L2 * (np.sum(self.w_h ** 2) + np.sum(self.w_out ** 2)))
+            delta_out = a_out - Y                                       # backward
+            delta_h = np.dot(delta_out, self.w_out.T) * (a_h * (1.0 - a_h))
+            grad_w_h, grad_b_h = np.dot(X.T, delta_h), np.sum(delta_h, axis=0)
+            grad_w_out, grad_b_out = np.dot(a_h.T, delta_out), np.sum(delta_out, axis=0)
+            self.w_h -= LR * (grad_w_h + L2 * self.w_h)                 # update
+            self.b_h -= LR * grad_b_h
+            self.w_out -= LR * (grad_w_out + L2 * self.w_out)
+            self.b_out -= LR * grad_b_out
+            self.costs.append(cost)
+
+
 def import_torch():
     try:
         import torch
@@ -204,4 +230,5 @@ class JaxJit:
 
 CONTENDERS = {"eager": library_loop, "jit": lambda X, Y: library_loop(X, Y, use_jit=True),
               "fit": LibraryFit, "numpy": NumpyLoop, "numpy again": NumpyLoop,
+              "numpy with cost": NumpyLoopWithCost,
               "torch": torch_loop, "jax": JaxJit}

@@ -20,6 +20,8 @@ import lenet  # noqa: E402
 import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
+import tinygrad_mlp  # noqa: E402
+
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -42,6 +44,7 @@ def main(argv=None):
                                                  np.eye(10, dtype=args.dtype)[y])
     if args.contender == "torch":
         run.torch.set_num_threads(args.threads)
+    tinygrad_mlp.set_num_threads(args.threads)
     print(f"{args.contender}, {'LeNet-5' if args.cnn else 'lecture MLP'}, {args.batches} "
           f"batches, {args.threads} thread(s); data: {source}")
     with threadpool_limits(limits=args.threads, user_api="blas"):

@@ -30,6 +30,8 @@ import lenet  # noqa: E402
 import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
+import tinygrad_mlp  # noqa: E402
+
 FIT_LIMIT = 1.03  # fit / jit loop: "no slower", plus the noise of two equal loops (row A/A)
 MB = 2 ** 20
 
@@ -81,9 +83,11 @@ def build(contenders, names, *data):
 
 
 def measure(groups, repeats, torch, pause):
-    """groups: [(threads, {name: contender})]. One untimed round, then `repeats` rounds; in
-    each, every group in turn with its BLAS (and PyTorch) threads set, its contenders in an
-    order that rotates from round to round, `pause` seconds of sleep before each epoch.
+    """groups: [(threads, {name: contender})]; threads: n (NumPy's BLAS, PyTorch and the
+    library's kernels all get n threads) or a pair (BLAS threads, the library's
+    set_num_threads). One untimed round, then `repeats` rounds; in each, every group in
+    turn with its threads set, its contenders in an order that rotates from round to round,
+    `pause` seconds of sleep before each epoch.
     [{name: [seconds per round]}], one per group; a contender's warnings (e.g. jit giving
     up) under the name "warnings"."""
     times = [{name: [] for name in jobs} for _, jobs in groups]
@@ -91,9 +95,11 @@ def measure(groups, repeats, torch, pause):
         for (threads, jobs), out in zip(groups, times):
             names = list(jobs)
             names = names[r % len(names):] + names[:r % len(names)] if names else []
-            with threadpool_limits(limits=threads, user_api="blas"):
+            blas, ours = threads if isinstance(threads, tuple) else (threads, threads)
+            with threadpool_limits(limits=blas, user_api="blas"):
                 if torch is not None:
-                    torch.set_num_threads(threads)
+                    torch.set_num_threads(ours)
+                tinygrad_mlp.set_num_threads(ours)
                 for name in names:
                     time.sleep(pause)
                     with warnings.catch_warnings(record=True) as caught:
@@ -130,7 +136,7 @@ def row(target, what, times, missing, a, b, limit, scale=1.0):
 
 def lecture_rows(args, torch, X64, y):
     rows, raw = [], {}
-    names = ["eager", "jit", "fit", "numpy", "numpy again", "torch", "jax"]
+    names = ["eager", "jit", "fit", "numpy", "numpy again", "numpy with cost", "torch", "jax"]
     groups, cells = [], []
     for dtype in (np.float32, np.float64):
         X, Y = X64.astype(dtype, copy=False), np.eye(10, dtype=dtype)[y]
@@ -145,6 +151,8 @@ def lecture_rows(args, torch, X64, y):
         rows += [
             row("1", f"{cell}: eager loop / NumPy", times, missing, "eager", "numpy", 1.45),
             row("2", f"{cell}: jit loop / NumPy", times, missing, "jit", "numpy", 0.95),
+            row("floor", f"{cell}: NumPy computing the cost too / NumPy (row 2's floor)",
+                times, missing, "numpy with cost", "numpy", None),
             row("3", f"{cell}: jit loop / PyTorch eager", times, missing, "jit", "torch", 0.8),
             row("4", f"{cell}: fit / jit loop", times, missing, "fit", "jit", FIT_LIMIT),
             row("ref", f"{cell}: PyTorch eager / NumPy", times, missing, "torch", "numpy",
@@ -182,20 +190,42 @@ def memory_rows(args):
 
 
 def cnn_rows(args, torch, X64, y):
-    threads = max(args.threads)
+    """LeNet-5 rows for each thread count n: the library on n threads of its own with one
+    BLAS thread each (set_num_threads(n): its best use of n cores, docs/performance.md)
+    against PyTorch on n threads; for reference, the library's jit loop with n BLAS threads
+    and none of its own (what it gets from OpenBLAS's default)."""
     images = X64[:args.cnn_rows].astype(np.float32).reshape(-1, 1, 28, 28)
-    ready, missing = build(lenet.CONTENDERS, ["eager", "jit", "torch"], images, y[:len(images)])
-    times = measure([(threads, ready)], max(1, args.repeats // 2), torch, args.pause)[0]
-    scale = 60000 / len(images)
-    what = f"LeNet-5, float32, {threads} thread{'s' if threads > 1 else ''}: "
-    rows = [row("6", what + "jit loop / PyTorch eager", times, missing, "jit", "torch", 1.5,
-                scale),
-            row("ref", what + "eager loop / PyTorch eager", times, missing, "eager", "torch",
-                None, scale)]
+    labels = y[:len(images)]
+    groups, cells = [], []
+    for threads in args.threads:
+        ready, missing = build(lenet.CONTENDERS, ["eager", "jit", "torch"], images, labels)
+        torch_run = {"torch": ready.pop("torch")} if "torch" in ready else {}
+        first = len(groups)
+        groups += [(threads, torch_run), ((1, threads), ready)]
+        if threads > 1:
+            blas, why = build({"jit, BLAS threads": lenet.CONTENDERS["jit"]},
+                              ["jit, BLAS threads"], images, labels)
+            groups.append(((threads, 1), blas))
+            missing.update(why)
+        cells.append((threads, missing, range(first, len(groups))))
+    measured = measure(groups, max(1, args.repeats // 2), torch, args.pause)
+    scale, rows, raw = 60000 / len(images), [], {}
+    for threads, missing, members in cells:
+        times = {k: v for g in members for k, v in measured[g].items()}
+        label = f"{threads} thread{'s' if threads > 1 else ''}"
+        raw[label] = times
+        what = f"LeNet-5, float32, {label}: "
+        rows += [row("6", what + "jit loop / PyTorch eager", times, missing, "jit", "torch",
+                     1.5, scale),
+                 row("ref", what + "eager loop / PyTorch eager", times, missing, "eager",
+                     "torch", None, scale)]
+        if threads > 1:
+            rows.append(row("ref", what + "jit loop on BLAS threads instead / PyTorch eager",
+                            times, missing, "jit, BLAS threads", "torch", None, scale))
     for r in rows:
         if r["ratio"] is not None:
             r["measured"] += f" per 60,000 rows ({len(images):,} timed)"
-    return rows, times
+    return rows, raw
 
 
 def machine(torch):

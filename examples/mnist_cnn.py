@@ -151,7 +151,19 @@ def make_parser():
     p.add_argument("--no-plots", action="store_true", help="skip the matplotlib pictures")
     p.add_argument("--no-graph", action="store_true", help="skip the graph drawing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="threads for the convolutions (tinygrad_mlp.set_num_threads; default: "
+                        "every CPU when BLAS has one thread, as this script sets it, else 1)")
     return p
+
+
+def default_threads():
+    """Every CPU this process may use when OpenBLAS runs one thread, else 1 (both on the
+    same cores slow each other down)."""
+    if os.environ.get("OPENBLAS_NUM_THREADS", os.environ.get("OMP_NUM_THREADS")) != "1":
+        return 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
 
 
 def main(argv=None):
@@ -164,6 +176,9 @@ def main(argv=None):
             parser.error(f"--{name.replace('_', '-')} must be positive, got {value}")
     if args.lr <= 0:
         parser.error("--lr must be > 0")
+    if args.threads is not None and args.threads <= 0:
+        parser.error(f"--threads must be positive, got {args.threads}")
+    tinygrad_mlp.set_num_threads(args.threads or default_threads())
     if args.resume and not os.path.isfile(args.resume):
         parser.error(f"--resume: no such file: {args.resume}")
     args.dtype = RECIPE["dtype"]

@@ -41,9 +41,11 @@ def test_quick_run_has_every_row_and_each_one_ran(quick_run):
     rows = result["rows"]
     for dtype in ("float32", "float64"):
         cell = [r for r in rows if r["what"].startswith(f"{dtype}, 1 thread:")]
-        assert [r["target"] for r in cell] == ["1", "2", "3", "4", "ref", "A/A"] + ["ref"] * JAX
+        assert [r["target"] for r in cell] == ["1", "2", "floor", "3", "4", "ref", "A/A"] \
+            + ["ref"] * JAX
         raw = result["raw"]["lecture"][f"{dtype}, 1 thread"]
-        expected = ["eager", "fit", "numpy", "numpy again", "torch"] + ["jit"] * JIT \
+        expected = ["eager", "fit", "numpy", "numpy again", "numpy with cost", "torch"] \
+            + ["jit"] * JIT \
             + ["jax"] * JAX
         assert set(raw) == set(expected)
         assert all(len(t) == 1 and t[0] > 0 for t in raw.values())
@@ -73,13 +75,13 @@ def test_the_contenders_train_the_same_numbers(monkeypatch):
 
     X, y, _ = lecture.load_mnist(synthetic=True, rows=300)
     Y = np.eye(10)[y]
-    names = ["eager", "fit", "numpy", "torch"] + ["jit"] * JIT + ["jax"] * JAX
+    names = ["eager", "fit", "numpy", "numpy with cost", "torch"] + ["jit"] * JIT + ["jax"] * JAX
     weights = {}
     for name in names:
         run = lecture.CONTENDERS[name](X, Y)
         for _ in range(2):
             run.epoch()
-        if name == "numpy":
+        if name.startswith("numpy"):
             weights[name] = [run.w_h, run.b_h, run.w_out, run.b_out]
         elif name == "torch":
             weights[name] = [run.model[0].weight.detach().numpy().T, run.model[0].bias,
@@ -95,6 +97,25 @@ def test_the_contenders_train_the_same_numbers(monkeypatch):
             np.testing.assert_allclose(np.asarray(got.detach() if hasattr(got, "detach")
                                                   else got), want, rtol=0, atol=1e-10,
                                        err_msg=name)
+
+
+def test_the_floor_contender_computes_the_cost_the_users_loop_returns(monkeypatch):
+    """Row 2's floor does the user's work: its cost at the first step is the library's loss."""
+    monkeypatch.syspath_prepend(BENCH)
+    import lecture
+
+    X, y, _ = lecture.load_mnist(synthetic=True, rows=300)
+    Y = np.eye(10)[y]
+    floor = lecture.CONTENDERS["numpy with cost"](X, Y)
+    floor.epoch()
+    model = lecture.lecture_model(np.float64)
+    idx = lecture.batches(len(X), np.random.RandomState(2))[0]
+    cost = nn.BinaryCrossEntropy(reduction="sum")
+    loss = cost(model(tinygrad_mlp.Tensor(X[idx])), tinygrad_mlp.Tensor(Y[idx])) \
+        + nn.l2_penalty(model, lecture.L2)
+    assert len(floor.costs) == 3
+    assert floor.costs[0] == pytest.approx(loss.item(), rel=1e-12)
+    assert floor.costs[1] != floor.costs[0]  # one value per step, on that step's batch
 
 
 def test_the_lenet_contenders_train_the_same_numbers(monkeypatch):

@@ -72,6 +72,22 @@ def test_lenet_trains_on_fake_digits_and_writes_its_outputs(fake_mnist, tmp_path
     assert re.search(r"^training time: \d+\.\d s for 2 epochs", proc.stdout, re.M)
 
 
+def test_threads_change_the_speed_not_one_weight(fake_mnist, tmp_path):  # noqa: F811
+    common = ["--data", fake_mnist, "--no-download", "--batch-size", "50", "--lr", "0.01",
+              "--train-rows", "300", "--test-rows", "50", "--epochs", "2", "--no-plots",
+              "--no-graph", "--no-progress"]
+    for threads in ("1", "3"):
+        run(*common, "--threads", threads, "--out", str(tmp_path / threads))
+    with np.load(tmp_path / "1" / "model.npz") as a, np.load(tmp_path / "3" / "model.npz") as b:
+        assert sorted(a.files) == sorted(b.files)
+        for name in a.files:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    env = dict(os.environ, PYTHONPATH=REPO)
+    bad = subprocess.run([sys.executable, SCRIPT, *common, "--threads", "0"], env=env,
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert bad.returncode == 2 and "--threads must be positive, got 0" in bad.stderr
+
+
 def test_build_model_is_lenet_with_a_400_wide_flatten():
     mnist_cnn = _load_example()
     model = mnist_cnn.build_model(seed=0)

@@ -1,13 +1,29 @@
-"""jit's fast kernels (_kernels.py) give their op's numbers, bit for bit, and change no input."""
+"""jit's fast kernels (_kernels.py) give their op's numbers, bit for bit, and change no input;
+the convolution's kernels do so with the batch split over threads."""
+
+import multiprocessing
+import threading
 
 import numpy as np
 import pytest
 
-from tinygrad_mlp import _kernels
+import tinygrad_mlp
+from tinygrad_mlp import Tensor, _kernels, jit, nn, optim
+from tinygrad_mlp.conv_ops import Conv2d
 from tinygrad_mlp.tensor import Context
 
+ELEMENTWISE = [f for f in _kernels.FAST if f is not Conv2d]
 
-@pytest.mark.parametrize("function", list(_kernels.FAST))
+
+@pytest.fixture
+def threads():
+    """set_num_threads for one test; the number before it is given back after."""
+    before = tinygrad_mlp.get_num_threads()
+    yield tinygrad_mlp.set_num_threads
+    tinygrad_mlp.set_num_threads(before)
+
+
+@pytest.mark.parametrize("function", ELEMENTWISE)
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 @pytest.mark.parametrize("g_dtype", ["same", np.float64])
 def test_kernels_equal_their_ops(function, dtype, g_dtype):
@@ -25,3 +41,169 @@ def test_kernels_equal_their_ops(function, dtype, g_dtype):
     grad_op, grad_fast = function.backward(ctx_op, g), fast_backward(ctx_fast, g)
     assert grad_fast.dtype == grad_op.dtype and np.array_equal(grad_fast, grad_op)
     assert np.array_equal(z, z_before) and np.array_equal(g, g_before)
+
+
+CONV_CASES = [  # (N, C, H, W), (O, kh, kw), stride, padding, bias
+    ((128, 1, 28, 28), (6, 5, 5), (1, 1), (2, 2), True),    # LeNet-5's first layer
+    ((128, 6, 14, 14), (16, 5, 5), (1, 1), (0, 0), True),   # and its second
+    ((7, 3, 9, 11), (4, 3, 2), (2, 1), (1, 0), False),      # odd sizes, uneven parts
+    ((3, 2, 5, 5), (3, 1, 1), (1, 1), (0, 0), True),        # kernel 1, fewer rows than threads
+]
+
+
+@pytest.mark.parametrize("n_threads", [2, 3, 5])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("needs_x", [True, False])
+def test_conv2d_kernels_split_over_threads_give_the_ops_bits(threads, n_threads, dtype, case,
+                                                              needs_x):
+    threads(n_threads)
+    x_shape, (o, kh, kw), stride, padding, bias = case
+    rng = np.random.RandomState(0)
+    x = rng.normal(size=x_shape).astype(dtype)
+    w = rng.normal(size=(o, x_shape[1], kh, kw)).astype(dtype)
+    args = (x, w, rng.normal(size=o).astype(dtype)) if bias else (x, w)
+    before = [a.copy() for a in args]
+    needs = (needs_x,) + (True,) * (len(args) - 1)
+    ctx_op, ctx_fast = (Context(Conv2d, (), needs) for _ in range(2))
+    y_op = Conv2d.forward(ctx_op, *args, stride=stride, padding=padding)
+    y_fast = _kernels.conv2d_forward(ctx_fast, *args, stride=stride, padding=padding)
+    assert y_fast.shape == y_op.shape and y_fast.dtype == y_op.dtype
+    np.testing.assert_array_equal(y_fast, y_op)
+    g = rng.normal(size=y_op.shape).astype(dtype)
+    grads_op, grads_fast = Conv2d.backward(ctx_op, g), _kernels.conv2d_backward(ctx_fast, g)
+    assert len(grads_fast) == len(grads_op)
+    for a, b, need in zip(grads_op, grads_fast, needs):
+        assert (a is None) == (b is None) == (not need)
+        if need:
+            assert a.shape == b.shape and a.dtype == b.dtype
+            np.testing.assert_array_equal(b, a)
+    for a, b in zip(args, before):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_conv2d_kernels_fall_back_to_the_op_on_one_thread_or_mixed_dtypes(threads):
+    rng = np.random.RandomState(1)
+    x = rng.normal(size=(4, 2, 6, 6))
+    w = rng.normal(size=(3, 2, 3, 3)).astype(np.float32)  # float32 weight, float64 input
+    for n in (1, 2):
+        threads(n)
+        ctx_op, ctx_fast = (Context(Conv2d, (), (True, True)) for _ in range(2))
+        y_op = Conv2d.forward(ctx_op, x, w)
+        y_fast = _kernels.conv2d_forward(ctx_fast, x, w)
+        assert y_fast.dtype == y_op.dtype == np.float64
+        np.testing.assert_array_equal(y_fast, y_op)
+
+
+def test_a_bad_input_raises_the_ops_error_from_the_threaded_kernel(threads):
+    threads(2)
+    ctx = Context(Conv2d, (), (True, True))
+    with pytest.raises(ValueError, match=r"conv2d: input \(4, 3, 6, 6\) does not match weight"):
+        _kernels.conv2d_forward(ctx, np.zeros((4, 3, 6, 6), np.float32),
+                                np.zeros((2, 1, 3, 3), np.float32))
+
+
+def test_an_error_in_a_part_run_on_the_pool_reaches_the_caller_after_every_part(threads):
+    threads(3)
+    done = []
+
+    def work(rows):
+        if rows.start == 0:  # the first part runs on a pool thread
+            raise RuntimeError(f"part {rows} failed")
+        done.append(rows)
+
+    with pytest.raises(RuntimeError, match="part slice.0, 2, None. failed"):
+        _kernels._run_parts(work, _kernels._batch_parts(6))
+    assert sorted(r.start for r in done) == [2, 4]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_set_num_threads_refuses_what_is_not_a_count(threads, bad):
+    with pytest.raises(ValueError, match="set_num_threads: expected an int >= 1"):
+        threads(bad)
+
+
+def test_batch_parts_cover_every_row_once():
+    for n in (1, 2, 5, 128):
+        for k in (1, 2, 3, 8):
+            tinygrad_mlp.set_num_threads(k)
+            parts = _kernels._batch_parts(n)
+            assert len(parts) == min(n, k)
+            assert [i for p in parts for i in range(p.start, p.stop)] == list(range(n))
+    tinygrad_mlp.set_num_threads(1)
+
+
+def lenet_like(seed=0):
+    rng = np.random.RandomState(seed)
+    return nn.Sequential(nn.Conv2d(1, 4, 5, padding=2, rng=rng), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(4, 6, 3, rng=rng), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Dense(6 * 2 * 2, 10, rng=rng))
+
+
+def train_steps(n_threads, steps=4):
+    """Adam steps of a small CNN under jit, on n_threads kernel threads: (losses, weights)."""
+    tinygrad_mlp.set_num_threads(n_threads)
+    model, cost = lenet_like(), nn.CrossEntropy()
+    opt = optim.Adam(model.parameters(), lr=1e-2)
+    step = jit(lambda x, y: cost(model(x), y))
+    rng = np.random.RandomState(3)
+    losses = []
+    for _ in range(steps):
+        x = rng.normal(size=(9, 1, 12, 12)).astype(np.float32)
+        loss = step(Tensor(x), Tensor(rng.randint(0, 10, 9)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert step.source  # replayed as compiled code, with the kernels
+    return losses, [p.data.copy() for p in model.parameters()]
+
+
+def test_training_a_cnn_on_kernel_threads_is_bit_identical_to_one_thread(threads):
+    one = train_steps(1)
+    for n in (2, 3):
+        losses, weights = train_steps(n)
+        assert losses == one[0]
+        for a, b in zip(weights, one[1]):
+            np.testing.assert_array_equal(a, b)
+    threads(1)
+
+
+def test_threaded_kernels_serve_several_user_threads_at_once(threads):
+    expected = train_steps(1)
+    threads(2)
+    results = [None] * 3
+
+    def run(i):
+        results[i] = train_steps(2)
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(timeout=120)
+    for losses, weights in results:
+        assert losses == expected[0]
+        for a, b in zip(weights, expected[1]):
+            np.testing.assert_array_equal(a, b)
+
+
+def _conv_of_ones(forward):
+    x, w = np.ones((4, 1, 5, 5), np.float32), np.ones((2, 1, 3, 3), np.float32)
+    return forward(Context(Conv2d, (), (True, True)), x, w, padding=(1, 1))
+
+
+def _child_conv(queue):
+    queue.put(_conv_of_ones(_kernels.conv2d_forward))
+
+
+def test_a_forked_child_gets_a_pool_of_its_own(threads):
+    threads(2)
+    _child_conv(multiprocessing.Queue())  # the parent's pool exists before the fork
+    fork = multiprocessing.get_context("fork")
+    queue = fork.Queue()
+    child = fork.Process(target=_child_conv, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0, "the child hung or failed on its parent's dead threads"
+    np.testing.assert_array_equal(queue.get(timeout=5), _conv_of_ones(Conv2d.forward))

@@ -1,6 +1,7 @@
 """tinygrad_mlp: a small, fast, honest reverse-mode autodiff library on NumPy."""
 
 from . import _malloc, data, nn, ops, optim, reference, testing, train, viz
+from ._kernels import get_num_threads, set_num_threads
 from ._malloc import tune_malloc
 from .forward import jvp
 from .gradcheck import GradcheckError, OpCheck, check_ops, gradcheck, numerical_gradient
@@ -43,6 +44,8 @@ __all__ = [
     "Jit",
     "JitFallbackWarning",
     "tune_malloc",
+    "set_num_threads",
+    "get_num_threads",
     "ops",
     "nn",
     "optim",

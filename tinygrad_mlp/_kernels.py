@@ -6,6 +6,11 @@ making a temporary per ufunc. The ops' own code stays the readable formula; this
 is only for speed, and only `jit` uses it (`FAST`: Function -> (forward, backward), with
 the ops' signatures). tests/test_kernels.py checks every kernel against its op, bit for bit.
 
+The convolution's kernels split the batch over `get_num_threads()` threads: NumPy and BLAS
+let go of the GIL while they copy and multiply. Each sample's numbers are made by the op's
+own calls on its own rows, and the one sum over the batch (the weight's gradient) is taken
+after the threads are done, over the whole batch in the op's order: the same bits.
+
 `INTO` holds backward kernels that write their gradients into arrays the compiled program
 keeps from one call to the next (`buffers`: one slot per input, this thread's), instead of
 allocating them anew at every step: a weight gradient of 784 x 100 floats is a fresh
@@ -17,11 +22,86 @@ otherwise (a user kept it, gradients accumulate without zero_grad) a new one is 
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import ops
+from . import conv_ops, ops
+
+# ---- the threads of the batch-split kernels
+
+_threads = {"n": None, "pool": None, "lock": threading.Lock()}
+
+
+def _default_threads():
+    """TINYGRAD_MLP_NUM_THREADS when set, else 1: no threads of our own unless asked, for
+    NumPy's BLAS has threads of its own, and both on the same cores slow each other down."""
+    value = os.environ.get("TINYGRAD_MLP_NUM_THREADS", "").strip()
+    if not value:
+        return 1
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"TINYGRAD_MLP_NUM_THREADS must be an int >= 1, got {value!r}")
+    return int(value)
+
+
+def get_num_threads():
+    """How many threads jit's convolution kernels split a batch over (PyTorch's name)."""
+    if _threads["n"] is None:
+        _threads["n"] = _default_threads()
+    return _threads["n"]
+
+
+def set_num_threads(n):
+    """Split jit's convolution kernels over n threads (1, the default: none of our own).
+    NumPy's BLAS keeps its own threads: give it one (OPENBLAS_NUM_THREADS=1 before NumPy
+    loads, or threadpoolctl) when this uses the cores (docs/performance.md)."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"set_num_threads: expected an int >= 1, got {n!r}")
+    with _threads["lock"]:
+        if _threads["pool"] is not None and int(n) != _threads["n"]:
+            _threads["pool"].shutdown(wait=False)  # its running parts still finish
+            _threads["pool"] = None
+        _threads["n"] = int(n)
+
+
+def _pool():
+    """The threads' pool, made at its first use (one for the whole process)."""
+    with _threads["lock"]:
+        if _threads["pool"] is None:
+            _threads["pool"] = ThreadPoolExecutor(get_num_threads() - 1,
+                                                  thread_name_prefix="tinygrad_mlp")
+        return _threads["pool"]
+
+
+def _forget_pool():  # a forked child has none of its parent's threads (nor its lock's owner)
+    _threads["pool"], _threads["lock"] = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _batch_parts(n):
+    """Rows 0..n-1 of a batch as one slice per thread (fewer when n is small)."""
+    k = max(1, min(get_num_threads(), n))
+    edges = [n * i // k for i in range(k + 1)]
+    return [slice(a, b) for a, b in zip(edges, edges[1:])]
+
+
+def _run_parts(work, parts):
+    """work(part) for every part: all but the last on the pool's threads, the last here.
+    Returns when every part is done; the first part's error, if any, is raised."""
+    started = [_pool().submit(work, part) for part in parts[:-1]]
+    try:
+        work(parts[-1])
+    finally:
+        errors = [f.exception() for f in started]  # waits for each
+    for e in errors:
+        if e is not None:
+            raise e
 
 
 def _bound(dtype):
@@ -97,5 +177,69 @@ def l2_penalty_backward(ctx, g, buffers):
                  for i, (w, need) in enumerate(zip(ctx.saved, ctx.needs_input_grad)))
 
 
-FAST = {ops.Sigmoid: (sigmoid_forward, sigmoid_backward)}
+def _can_split(x, *arrays):
+    """More than one thread and sample, and one float dtype throughout (else: the op)."""
+    return (get_num_threads() > 1 and len(x) > 1 and x.ndim == 4 and x.dtype.kind == "f"
+            and all(a.dtype == x.dtype for a in arrays))
+
+
+def conv2d_forward(ctx, x, w, *b, stride=(1, 1), padding=(0, 0)):
+    """conv_ops.Conv2d.forward with the batch split over threads: each part's im2col and
+    matrix products written into its own rows of one cols and one y."""
+    if not _can_split(x, w, *b) or w.ndim != 4:
+        return conv_ops.Conv2d.forward(ctx, x, w, *b, stride=stride, padding=padding)
+    conv_ops.check_conv(x, w, padding)
+    n, o, kernel = len(x), w.shape[0], w.shape[2:]
+    oh, ow = conv_ops.output_size(x.shape, w.shape, stride, padding)
+    w2 = w.reshape(o, -1)                                     # (O, C kh kw)
+    cols = np.empty((n, w2.shape[1], oh * ow), x.dtype)
+    y = np.empty((n, o, oh * ow), x.dtype)
+
+    def part(rows):
+        conv_ops.im2col(x[rows], kernel, stride, padding, out=cols[rows])
+        np.matmul(w2, cols[rows], out=y[rows])
+        if b:
+            y[rows] += b[0][:, None]
+
+    _run_parts(part, _batch_parts(n))
+    ctx.save_for_backward(cols, w)
+    ctx.x_shape, ctx.stride, ctx.padding = x.shape, stride, padding
+    return y.reshape(n, o, oh, ow)
+
+
+def conv2d_backward(ctx, g):
+    """conv_ops.Conv2d.backward with the batch split over threads: dcols = W^T g for the
+    whole batch, then each part's col2im and per-sample products cols[n] @ g[n]^T; the
+    weight's gradient, their sum over the batch, once after."""
+    cols, w = ctx.saved
+    if not _can_split(g, cols, w):
+        return conv_ops.Conv2d.backward(ctx, g)
+    need = ctx.needs_input_grad
+    n, o = g.shape[:2]
+    w2 = w.reshape(o, -1)                                     # (O, C kh kw)
+    g3 = g.reshape(n, o, -1)                                  # (N, O, OH OW)
+    gx = np.empty(ctx.x_shape, g.dtype) if need[0] else None
+    products = np.empty((n, w2.shape[1], o), g.dtype) if need[1] else None
+
+    if need[0]:  # one product for the whole batch: BLAS may sum a split one otherwise
+        g_last = g.transpose(1, 2, 3, 0).reshape(o, -1)      # (O, OH OW N)
+        dcols = (w2.T @ g_last).reshape(w2.shape[1], -1, n)   # (C kh kw, OH OW, N)
+
+    def part(rows):
+        if need[0]:  # col2im of the part's columns (a strided view of dcols)
+            conv_ops.col2im(dcols[:, :, rows], gx[rows].shape, w.shape[2:], ctx.stride,
+                            ctx.padding, out=gx[rows])
+        if need[1]:
+            g_t = np.ascontiguousarray(g3[rows].transpose(0, 2, 1))  # (rows, OH OW, O)
+            np.matmul(cols[rows], g_t, out=products[rows])
+
+    _run_parts(part, _batch_parts(n))
+    gw = products.sum(axis=0).T.reshape(w.shape) if need[1] else None
+    if len(need) == 2:
+        return gx, gw
+    return gx, gw, (g3.sum(axis=(0, 2)) if need[2] else None)
+
+
+FAST = {ops.Sigmoid: (sigmoid_forward, sigmoid_backward),
+        conv_ops.Conv2d: (conv2d_forward, conv2d_backward)}
 INTO = {ops.Dense: dense_backward, ops.L2Penalty: l2_penalty_backward}

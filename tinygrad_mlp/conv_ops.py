@@ -35,15 +35,21 @@ def _windows(x, kernel, stride, padding=(0, 0)):
     return sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
 
 
-def im2col(x, kernel, stride=(1, 1), padding=(0, 0)):
-    """cols (N, C kh kw, OH OW): column (oh, ow) of sample n holds the window at (oh, ow)."""
+def im2col(x, kernel, stride=(1, 1), padding=(0, 0), out=None):
+    """cols (N, C kh kw, OH OW): column (oh, ow) of sample n holds the window at (oh, ow).
+    out: a C-contiguous array of that shape to write into instead of a new one."""
     win = _windows(x, kernel, stride, padding)               # a view, no copy
     n, c, oh, ow, kh, kw = win.shape
-    return win.transpose(0, 1, 4, 5, 2, 3).reshape(n, c * kh * kw, oh * ow)   # the copy
+    in_column_order = win.transpose(0, 1, 4, 5, 2, 3)       # (N, C, kh, kw, OH, OW)
+    if out is None:
+        return in_column_order.reshape(n, c * kh * kw, oh * ow)   # the copy
+    out.reshape(in_column_order.shape)[...] = in_column_order
+    return out
 
 
-def col2im(cols, x_shape, kernel, stride=(1, 1), padding=(0, 0)):
-    """The adjoint of im2col, batch last: cols (C kh kw, OH OW N) -> dx (N, C, H, W).
+def col2im(cols, x_shape, kernel, stride=(1, 1), padding=(0, 0), out=None):
+    """The adjoint of im2col, batch last: cols (C kh kw, OH OW N), or a view of it as
+    (C kh kw, OH OW, N), -> dx (N, C, H, W) (written into `out` when given).
 
     Every entry goes back onto the pixel its window took it from, and a pixel that lies in
     several windows gets the sum: for each offset (i, j),
@@ -59,7 +65,11 @@ def col2im(cols, x_shape, kernel, stride=(1, 1), padding=(0, 0)):
     for i in range(kh):
         for j in range(kw):
             dx[:, i:i + sh * oh:sh, j:j + sw * ow:sw] += parts[:, i, j]
-    return np.ascontiguousarray(dx[:, ph:ph + h, pw:pw + w].transpose(3, 0, 1, 2))
+    dx = dx[:, ph:ph + h, pw:pw + w].transpose(3, 0, 1, 2)
+    if out is None:
+        return np.ascontiguousarray(dx)
+    out[...] = dx
+    return out
 
 
 def _add_windows(part, x_shape, kernel, stride, dtype):
@@ -83,6 +93,21 @@ def _check_input(op, x, kernel, padding):
                          f"than the kernel {kh}x{kw}")
 
 
+def check_conv(x, w, padding):
+    """A clear error unless x (N, C, H, W) fits the weight w (O, C, kh, kw) and padding."""
+    if w.ndim != 4 or x.ndim != 4 or x.shape[1] != w.shape[1]:
+        expected = f"(N, {w.shape[1]}, H, W)" if w.ndim == 4 else "a weight (O, C, kh, kw)"
+        raise ValueError(f"conv2d: input {_shape_str(x.shape)} does not match weight "
+                         f"{_shape_str(w.shape)} (expected {expected})")
+    _check_input("conv2d", x, w.shape[2:], padding)
+
+
+def output_size(x_shape, w_shape, stride, padding):
+    """(OH, OW) of a convolution of an input (N, C, H, W) by a weight (O, C, kh, kw)."""
+    return tuple((x_shape[a] + 2 * padding[a - 2] - w_shape[a]) // stride[a - 2] + 1
+                 for a in (2, 3))
+
+
 class Conv2d(Function):
     """2-D cross-correlation, PyTorch's layout: x (N, C, H, W), w (O, C, kh, kw), b (O,)
     -> y (N, O, OH, OW). params: stride, padding (pairs).
@@ -102,20 +127,15 @@ class Conv2d(Function):
 
     @staticmethod
     def forward(ctx, x, w, *b, stride=(1, 1), padding=(0, 0)):
-        if w.ndim != 4 or x.ndim != 4 or x.shape[1] != w.shape[1]:
-            expected = f"(N, {w.shape[1]}, H, W)" if w.ndim == 4 else "a weight (O, C, kh, kw)"
-            raise ValueError(f"conv2d: input {_shape_str(x.shape)} does not match weight "
-                             f"{_shape_str(w.shape)} (expected {expected})")
-        kernel = w.shape[2:]
-        _check_input("conv2d", x, kernel, padding)
-        cols = im2col(x, kernel, stride, padding)            # (N, C kh kw, OH OW)
+        check_conv(x, w, padding)
+        cols = im2col(x, w.shape[2:], stride, padding)       # (N, C kh kw, OH OW)
         y = np.matmul(w.reshape(w.shape[0], -1), cols)       # (N, O, OH OW)
         if b:
             y += b[0][:, None]
-        oh = (x.shape[2] + 2 * padding[0] - kernel[0]) // stride[0] + 1
         ctx.save_for_backward(cols, w)
         ctx.x_shape, ctx.stride, ctx.padding = x.shape, stride, padding
-        return y.reshape(x.shape[0], w.shape[0], oh, -1)
+        return y.reshape(x.shape[0], w.shape[0], output_size(x.shape, w.shape, stride,
+                                                             padding)[0], -1)
 
     @staticmethod
     def backward(ctx, g):
