@@ -1,4 +1,4 @@
-"""The lecture MLP epoch, written six ways: the contenders of benchmarks/run.py.
+"""The lecture MLP epoch, written seven ways: the contenders of benchmarks/run.py.
 
 784-100-10, sigmoid hidden and output layers, logistic cost summed over the batch, L2 0.01
 on the weights, SGD lr 0.0005, batches of 100, the rows in a shuffled order each epoch.
