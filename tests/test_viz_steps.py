@@ -108,6 +108,30 @@ def test_gradients_arriving_from_two_paths_are_summed():
     assert f"|grad| = {np.linalg.norm(x.grad):.2e}" in frames[-1].source
 
 
+class TwoGradsForOne(Function):
+    """A broken op: one input, but its backward returns two gradients."""
+
+    name = "two_grads_for_one"
+
+    @staticmethod
+    def forward(ctx, x):
+        return x * 2.0
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * 2.0, g
+
+
+def test_an_op_whose_backward_returns_too_many_gradients_is_named_as_in_backward():
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    z = TwoGradsForOne.apply(x).sum()
+    message = r"two_grads_for_one: backward returned 2 gradient\(s\) for 1 input\(s\)"
+    with pytest.raises(RuntimeError, match=message):
+        viz.backward_steps(z)
+    with pytest.raises(RuntimeError, match=message):  # the engine's own step says the same
+        z.backward()
+
+
 def test_bad_arguments():
     with pytest.raises(TypeError, match="expected a Tensor"):
         viz.backward_steps(np.ones(2))

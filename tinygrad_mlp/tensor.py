@@ -539,17 +539,7 @@ class Tensor:
                         f"backward. Call backward(retain_graph=True) the first time to "
                         f"backward twice.")
                 done.append(ctx)
-                in_grads = ctx.function.backward(ctx, g)
-                if not isinstance(in_grads, tuple):
-                    in_grads = (in_grads,)
-                if len(in_grads) != len(ctx.parents):
-                    raise RuntimeError(
-                        f"{ctx.function.name}: backward returned {len(in_grads)} gradient(s) "
-                        f"for {len(ctx.parents)} input(s)")
-                for p, pg in zip(ctx.parents, in_grads):
-                    if pg is None or not p.requires_grad:
-                        continue
-                    pg = _as_input_grad(pg, p.data, ctx.function)
+                for p, pg in _op_input_grads(ctx, g):
                     if _state.anomaly:
                         _check_finite(pg, f"{ctx.function.name}: backward produced",
                                       ctx.parents)
@@ -558,11 +548,8 @@ class Tensor:
                             _add_in_place(p, pg)
                         elif _add_leaf_grad(p, pg, g, ctx.function.__module__ == _FRESH_MODULE):
                             owned.add(id(p))
-                    elif id(p) in grads:
-                        grads[id(p)] = _sum_grad(grads[id(p)], pg)
-                    else:  # the first gradient to reach p: schedule its op
-                        grads[id(p)] = pg
-                        heapq.heappush(heap, (-p._ctx.seq, p))
+                    else:
+                        _pass_on(grads, heap, p, pg)
         finally:
             if not retain_graph:
                 for ctx in done:
@@ -725,6 +712,30 @@ def _as_input_grad(pg, like, function):
     if pg.dtype is not dtype and pg.dtype != dtype:
         pg = pg.astype(dtype)
     return pg
+
+
+def _op_input_grads(ctx, g):
+    """One step of backward: the op's backward on `g`, the gradient of its output.
+    [(input Tensor, its gradient)] for the inputs that need one, in input order, each
+    gradient made the input's shape and dtype (`_as_input_grad`)."""
+    in_grads = ctx.function.backward(ctx, g)
+    if not isinstance(in_grads, tuple):
+        in_grads = (in_grads,)
+    if len(in_grads) != len(ctx.parents):
+        raise RuntimeError(f"{ctx.function.name}: backward returned {len(in_grads)} "
+                           f"gradient(s) for {len(ctx.parents)} input(s)")
+    return [(p, _as_input_grad(pg, p.data, ctx.function))
+            for p, pg in zip(ctx.parents, in_grads) if pg is not None and p.requires_grad]
+
+
+def _pass_on(grads, heap, node, pg):
+    """Add `pg` to what `grads` holds for `node` (an op's output); the first gradient to
+    reach it schedules its op on the `heap` of backward (reverse creation order)."""
+    if id(node) in grads:
+        grads[id(node)] = _sum_grad(grads[id(node)], pg)
+    else:
+        grads[id(node)] = pg
+        heapq.heappush(heap, (-node._ctx.seq, node))
 
 
 def _sum_grad(total, pg):

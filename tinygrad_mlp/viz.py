@@ -668,10 +668,10 @@ def _backward_trace(output):
     known after it: [(Context, op output Tensor, {id(Tensor): gradient})].
 
     The engine's walk (Tensor.backward: reverse creation order, a heap on Context.seq),
-    redone without touching the graph: each op's backward is called on its Context, the
+    with its own steps (`_op_input_grads`, `_pass_on`), but without touching the graph: the
     gradients are summed here, not into `.grad`, and nothing is freed.
     """
-    from .tensor import _as_input_grad
+    from .tensor import _op_input_grads, _pass_on
 
     if not isinstance(output, Tensor):
         raise TypeError(f"viz.backward_steps: expected a Tensor, got {type(output).__name__}")
@@ -681,34 +681,21 @@ def _backward_trace(output):
     if output.data.size != 1:
         raise ValueError(f"viz.backward_steps: backward starts from a one-element output; "
                          f"this one has shape {_shape_text(output.shape)} (draw its .sum())")
-    known = {id(output): np.ones_like(output.data)}
-    pending = {id(output): np.ones_like(output.data)}  # gradients still to pass on
-    heap = [(-output._ctx.seq, id(output), output)]
+    known = {id(output): np.ones_like(output.data)}    # every gradient so far, leaves too
+    pending = {id(output): np.ones_like(output.data)}  # ops' outputs still to pass theirs on
+    heap = [(-output._ctx.seq, output)]
     steps = []
     while heap:
-        node = heapq.heappop(heap)[2]
+        node = heapq.heappop(heap)[1]
         ctx = node._ctx
-        name = _op_name(ctx.function)
         if ctx.freed:
-            raise RuntimeError(f"viz.backward_steps: op '{name}' was freed by a backward; "
-                               f"step through the graph before calling backward (or use "
-                               f"backward(retain_graph=True))")
-        g = pending.pop(id(node))
-        in_grads = ctx.function.backward(ctx, g)
-        if not isinstance(in_grads, tuple):
-            in_grads = (in_grads,)
-        for p, pg in zip(ctx.parents, in_grads):
-            if pg is None or not p.requires_grad:
-                continue
-            pg = _as_input_grad(np.asarray(pg), p.data, ctx.function)
-            key = id(p)
-            known[key] = pg if key not in known else known[key] + pg
+            raise RuntimeError(f"viz.backward_steps: op '{_op_name(ctx.function)}' was freed "
+                               f"by a backward; step through the graph before calling "
+                               f"backward (or use backward(retain_graph=True))")
+        for p, pg in _op_input_grads(ctx, pending.pop(id(node))):
+            known[id(p)] = pg if id(p) not in known else known[id(p)] + pg
             if p._ctx is not None:
-                if key not in pending:
-                    pending[key] = pg
-                    heapq.heappush(heap, (-p._ctx.seq, key, p))
-                else:
-                    pending[key] = pending[key] + pg
+                _pass_on(pending, heap, p, pg)
         steps.append((ctx, node, dict(known)))
     return steps
 
