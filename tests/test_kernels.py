@@ -12,7 +12,7 @@ from tinygrad_mlp import Tensor, _kernels, jit, nn, optim
 from tinygrad_mlp.conv_ops import Conv2d
 from tinygrad_mlp.tensor import Context
 
-ELEMENTWISE = [f for f in _kernels.FAST if f is not Conv2d]
+ELEMENTWISE = list(_kernels.FAST)
 
 
 @pytest.fixture
@@ -79,6 +79,40 @@ def test_conv2d_kernels_split_over_threads_give_the_ops_bits(threads, n_threads,
             assert a.shape == b.shape and a.dtype == b.dtype
             np.testing.assert_array_equal(b, a)
     for a, b in zip(args, before):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_conv2d_kernels_reuse_their_slots_only_when_nothing_else_holds_them(threads):
+    threads(2)
+    rng = np.random.RandomState(2)
+    x = rng.normal(size=(6, 2, 7, 7)).astype(np.float32)
+    w = rng.normal(size=(3, 2, 3, 3)).astype(np.float32)
+    fwd_slots, bwd_slots = [None], [None, None]
+
+    def step(x):
+        ctx = Context(Conv2d, (), (True, True))
+        y = _kernels.conv2d_forward(ctx, x, w, padding=(1, 1), buffers=fwd_slots)
+        g = np.ones_like(y)
+        return ctx, y, _kernels.conv2d_backward(ctx, g, bwd_slots)
+
+    ctx1, y1, grads1 = step(x)
+    assert ctx1.saved[0] is fwd_slots[0]
+    dcols, products = id(bwd_slots[0]), id(bwd_slots[1])  # ids: a reference would hold them
+    x2 = x[::-1].copy()
+    ctx2, y2, grads2 = step(x2)  # ctx1 still holds its cols: a new one, the old one untouched
+    assert fwd_slots[0] is not ctx1.saved[0] and fwd_slots[0] is ctx2.saved[0]
+    ctx_op = Context(Conv2d, (), (True, True))
+    np.testing.assert_array_equal(y1, Conv2d.forward(ctx_op, x, w, padding=(1, 1)))
+    np.testing.assert_array_equal(ctx1.saved[0], ctx_op.saved[0])
+    assert (id(bwd_slots[0]), id(bwd_slots[1])) == (dcols, products)  # reused: kernel-only
+    for a, b in zip(grads1, Conv2d.backward(ctx_op, np.ones_like(y1))):
+        np.testing.assert_array_equal(a, b)
+    cols = id(fwd_slots[0])
+    del ctx1, ctx2  # nothing holds the slot's cols now: the next step writes into it
+    ctx3, y3, grads3 = step(x2)
+    assert id(fwd_slots[0]) == cols and ctx3.saved[0] is fwd_slots[0]
+    np.testing.assert_array_equal(y3, y2)
+    for a, b in zip(grads3, grads2):
         np.testing.assert_array_equal(a, b)
 
 

@@ -18,6 +18,9 @@ mapping of memory, page faults and all, each time. A slot's array is reused only
 reference count proves that nothing but the slot holds it any more (the `.grad` it became
 was set to None by `zero_grad()`, or it was a temporary summed into another gradient);
 otherwise (a user kept it, gradients accumulate without zero_grad) a new one is made.
+`FORWARD_INTO` holds forward kernels given slots of the same kind (`buffers=`): the
+convolution's cols, tens of MB in a CNN's step, are written into the same array every step
+once the last step's backward has let go of it.
 """
 
 from __future__ import annotations
@@ -183,16 +186,22 @@ def _can_split(x, *arrays):
             and all(a.dtype == x.dtype for a in arrays))
 
 
-def conv2d_forward(ctx, x, w, *b, stride=(1, 1), padding=(0, 0)):
-    """conv_ops.Conv2d.forward with the batch split over threads: each part's im2col and
-    matrix products written into its own rows of one cols and one y."""
+def _array(buffers, i, shape, dtype):
+    """Slot i's array when it can be reused (`reusable`), or a new one without slots."""
+    return np.empty(shape, dtype) if buffers is None else reusable(buffers, i, shape, dtype)
+
+
+def conv2d_forward(ctx, x, w, *b, stride=(1, 1), padding=(0, 0), buffers=None):
+    """conv_ops.Conv2d.forward, the batch split over threads: each part's im2col and matrix
+    products written into its own rows of one cols and one y. cols (the largest array of
+    a step, N C kh kw OH OW numbers) goes into the program's buffer slot 0 when free."""
     if not _can_split(x, w, *b) or w.ndim != 4:
         return conv_ops.Conv2d.forward(ctx, x, w, *b, stride=stride, padding=padding)
     conv_ops.check_conv(x, w, padding)
     n, o, kernel = len(x), w.shape[0], w.shape[2:]
     oh, ow = conv_ops.output_size(x.shape, w.shape, stride, padding)
     w2 = w.reshape(o, -1)                                     # (O, C kh kw)
-    cols = np.empty((n, w2.shape[1], oh * ow), x.dtype)
+    cols = _array(buffers, 0, (n, w2.shape[1], oh * ow), x.dtype)
     y = np.empty((n, o, oh * ow), x.dtype)
 
     def part(rows):
@@ -207,10 +216,11 @@ def conv2d_forward(ctx, x, w, *b, stride=(1, 1), padding=(0, 0)):
     return y.reshape(n, o, oh, ow)
 
 
-def conv2d_backward(ctx, g):
-    """conv_ops.Conv2d.backward with the batch split over threads: dcols = W^T g for the
-    whole batch, then each part's col2im and per-sample products cols[n] @ g[n]^T; the
-    weight's gradient, their sum over the batch, once after."""
+def conv2d_backward(ctx, g, buffers=None):
+    """conv_ops.Conv2d.backward, the batch split over threads: dcols = W^T g for the whole
+    batch, then each part's col2im and per-sample products cols[n] @ g[n]^T; the weight's
+    gradient, their sum over the batch, once after. dcols and the products go into the
+    program's buffer slots 0 and 1 when free."""
     cols, w = ctx.saved
     if not _can_split(g, cols, w):
         return conv_ops.Conv2d.backward(ctx, g)
@@ -219,11 +229,13 @@ def conv2d_backward(ctx, g):
     w2 = w.reshape(o, -1)                                     # (O, C kh kw)
     g3 = g.reshape(n, o, -1)                                  # (N, O, OH OW)
     gx = np.empty(ctx.x_shape, g.dtype) if need[0] else None
-    products = np.empty((n, w2.shape[1], o), g.dtype) if need[1] else None
+    products = _array(buffers, 1, (n, w2.shape[1], o), g.dtype) if need[1] else None
 
     if need[0]:  # one product for the whole batch: BLAS may sum a split one otherwise
         g_last = g.transpose(1, 2, 3, 0).reshape(o, -1)      # (O, OH OW N)
-        dcols = (w2.T @ g_last).reshape(w2.shape[1], -1, n)   # (C kh kw, OH OW, N)
+        dcols = np.matmul(w2.T, g_last, out=_array(buffers, 0, (w2.shape[1], g_last.shape[1]),
+                                                   g.dtype))
+        dcols = dcols.reshape(w2.shape[1], -1, n)             # (C kh kw, OH OW, N)
 
     def part(rows):
         if need[0]:  # col2im of the part's columns (a strided view of dcols)
@@ -240,6 +252,9 @@ def conv2d_backward(ctx, g):
     return gx, gw, (g3.sum(axis=(0, 2)) if need[2] else None)
 
 
-FAST = {ops.Sigmoid: (sigmoid_forward, sigmoid_backward),
-        conv_ops.Conv2d: (conv2d_forward, conv2d_backward)}
-INTO = {ops.Dense: dense_backward, ops.L2Penalty: l2_penalty_backward}
+FAST = {ops.Sigmoid: (sigmoid_forward, sigmoid_backward)}
+INTO = {ops.Dense: dense_backward, ops.L2Penalty: l2_penalty_backward,
+        conv_ops.Conv2d: conv2d_backward}
+# forward kernels given `buffers=` (FORWARD_SLOTS slots per op), as INTO's backward kernels
+FORWARD_INTO = {conv_ops.Conv2d: conv2d_forward}
+FORWARD_SLOTS = 1

@@ -545,13 +545,22 @@ class _Program:
                 value[("leaf", k)] = f"w{k}"
             else:
                 value[("leaf", k)] = f"const{k}"
+        into = [j for j, op in enumerate(trace.ops) if op.function in _kernels.FORWARD_INTO]
+        if into:  # forward kernels that write into arrays kept between calls
+            names["forward_buffers"] = functools.partial(
+                _thread_buffers, threading.local(), {j: _kernels.FORWARD_SLOTS for j in into})
+            lines.append("    fbufs = forward_buffers()  # this thread's arrays, kept between "
+                         "calls")
         for j, op in enumerate(trace.ops):
             fast = _kernels.FAST.get(op.function)  # the same numbers, fewer temporaries
             names[f"F{j}"], names[f"needs{j}"], names[f"m{j}"] = op.function, op.needs, op.module
-            names[f"fwd{j}"] = fast[0] if fast else op.function.forward
+            names[f"fwd{j}"] = _kernels.FORWARD_INTO.get(
+                op.function, fast[0] if fast else op.function.forward)
             names[f"bwd{j}"] = fast[1] if fast else _kernels.INTO.get(op.function,
                                                                       op.function.backward)
             args = [f"c{j}"] + [value[s] for s in op.sources]
+            if j in into:
+                args.append(f"buffers=fbufs[{j}]")
             fixed = {k: v for k, v in op.params.items() if not isinstance(v, _ArgParam)}
             from_args = {k: v for k, v in op.params.items() if isinstance(v, _ArgParam)}
             if fixed:
