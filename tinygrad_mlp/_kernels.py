@@ -181,9 +181,8 @@ def l2_penalty_backward(ctx, g, buffers):
 
 
 def _can_split(x, *arrays):
-    """More than one thread and sample, and one float dtype throughout (else: the op)."""
-    return (get_num_threads() > 1 and len(x) > 1 and x.ndim == 4 and x.dtype.kind == "f"
-            and all(a.dtype == x.dtype for a in arrays))
+    """A batch of images of one float dtype throughout (else: the op itself)."""
+    return x.ndim == 4 and x.dtype.kind == "f" and all(a.dtype == x.dtype for a in arrays)
 
 
 def _array(buffers, i, shape, dtype):
@@ -192,8 +191,8 @@ def _array(buffers, i, shape, dtype):
 
 
 def conv2d_forward(ctx, x, w, *b, stride=(1, 1), padding=(0, 0), buffers=None):
-    """conv_ops.Conv2d.forward, the batch split over threads: each part's im2col and matrix
-    products written into its own rows of one cols and one y. cols (the largest array of
+    """conv_ops.Conv2d.forward, the batch split over threads (one part on one thread): each
+    part's im2col and matrix products written into its own rows of one cols and one y. cols (the largest array of
     a step, N C kh kw OH OW numbers) goes into the program's buffer slot 0 when free."""
     if not _can_split(x, w, *b) or w.ndim != 4:
         return conv_ops.Conv2d.forward(ctx, x, w, *b, stride=stride, padding=padding)
