@@ -192,8 +192,8 @@ def _array(buffers, i, shape, dtype):
 
 def conv2d_forward(ctx, x, w, *b, stride=(1, 1), padding=(0, 0), buffers=None):
     """conv_ops.Conv2d.forward, the batch split over threads (one part on one thread): each
-    part's im2col and matrix products written into its own rows of one cols and one y. cols (the largest array of
-    a step, N C kh kw OH OW numbers) goes into the program's buffer slot 0 when free."""
+    part's im2col and matrix products written into its own rows of one cols and one y.
+    cols (a step's largest array, N C kh kw OH OW numbers) goes into slot 0 when free."""
     if not _can_split(x, w, *b) or w.ndim != 4:
         return conv_ops.Conv2d.forward(ctx, x, w, *b, stride=stride, padding=padding)
     conv_ops.check_conv(x, w, padding)
