@@ -180,8 +180,9 @@ def l2_penalty_backward(ctx, g, buffers):
                  for i, (w, need) in enumerate(zip(ctx.saved, ctx.needs_input_grad)))
 
 
-def _can_split(x, *arrays):
-    """A batch of images of one float dtype throughout (else: the op itself)."""
+def _kernel_fits(x, *arrays):
+    """Does the convolution's kernel apply? A batch of images and one float dtype
+    throughout (else the op itself runs)."""
     return x.ndim == 4 and x.dtype.kind == "f" and all(a.dtype == x.dtype for a in arrays)
 
 
@@ -194,11 +195,11 @@ def conv2d_forward(ctx, x, w, *b, stride=(1, 1), padding=(0, 0), buffers=None):
     """conv_ops.Conv2d.forward, the batch split over threads (one part on one thread): each
     part's im2col and matrix products written into its own rows of one cols and one y.
     cols (a step's largest array, N C kh kw OH OW numbers) goes into slot 0 when free."""
-    if not _can_split(x, w, *b) or w.ndim != 4:
+    if not _kernel_fits(x, w, *b) or w.ndim != 4:
         return conv_ops.Conv2d.forward(ctx, x, w, *b, stride=stride, padding=padding)
     conv_ops.check_conv(x, w, padding)
     n, o, kernel = len(x), w.shape[0], w.shape[2:]
-    oh, ow = conv_ops.output_size(x.shape, w.shape, stride, padding)
+    oh, ow = conv_ops.output_size(x.shape, kernel, stride, padding)
     w2 = w.reshape(o, -1)                                     # (O, C kh kw)
     cols = _array(buffers, 0, (n, w2.shape[1], oh * ow), x.dtype)
     y = np.empty((n, o, oh * ow), x.dtype)
@@ -221,7 +222,7 @@ def conv2d_backward(ctx, g, buffers=None):
     gradient, their sum over the batch, once after. dcols and the products go into the
     program's buffer slots 0 and 1 when free."""
     cols, w = ctx.saved
-    if not _can_split(g, cols, w):
+    if not _kernel_fits(g, cols, w):
         return conv_ops.Conv2d.backward(ctx, g)
     need = ctx.needs_input_grad
     n, o = g.shape[:2]

@@ -27,6 +27,12 @@ from .tensor import Function, _shape_str
 __all__ = ["Conv2d", "MaxPool2d", "AvgPool2d", "im2col", "col2im"]
 
 
+def output_size(x_shape, kernel, stride, padding):
+    """(OH, OW): the windows along each axis of an input (N, C, H, W), as above."""
+    return tuple((x_shape[a] + 2 * padding[a - 2] - kernel[a - 2]) // stride[a - 2] + 1
+                 for a in (2, 3))
+
+
 def _windows(x, kernel, stride, padding=(0, 0)):
     """Every window of the zero-padded x (N, C, H, W), as a view (N, C, OH, OW, kh, kw)."""
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
@@ -59,7 +65,7 @@ def col2im(cols, x_shape, kernel, stride=(1, 1), padding=(0, 0), out=None):
     """
     n, c, h, w = x_shape
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    oh, ow = output_size(x_shape, kernel, stride, padding)
     parts = cols.reshape(c, kh, kw, oh, ow, n)
     dx = np.zeros((c, h + 2 * ph, w + 2 * pw, n), dtype=cols.dtype)
     for i in range(kh):
@@ -102,10 +108,6 @@ def check_conv(x, w, padding):
     _check_input("conv2d", x, w.shape[2:], padding)
 
 
-def output_size(x_shape, w_shape, stride, padding):
-    """(OH, OW) of a convolution of an input (N, C, H, W) by a weight (O, C, kh, kw)."""
-    return tuple((x_shape[a] + 2 * padding[a - 2] - w_shape[a]) // stride[a - 2] + 1
-                 for a in (2, 3))
 
 
 class Conv2d(Function):
@@ -134,8 +136,8 @@ class Conv2d(Function):
             y += b[0][:, None]
         ctx.save_for_backward(cols, w)
         ctx.x_shape, ctx.stride, ctx.padding = x.shape, stride, padding
-        return y.reshape(x.shape[0], w.shape[0], output_size(x.shape, w.shape, stride,
-                                                             padding)[0], -1)
+        return y.reshape(x.shape[0], w.shape[0], *output_size(x.shape, w.shape[2:], stride,
+                                                              padding))
 
     @staticmethod
     def backward(ctx, g):
@@ -171,8 +173,8 @@ class Conv2d(Function):
             t = (0 if t is None else t) + tb[0][:, None]
         if t is None:
             return None
-        oh = (ctx.x_shape[2] + 2 * ctx.padding[0] - w.shape[2]) // ctx.stride[0] + 1
-        return np.broadcast_to(t, (n, o, cols.shape[2])).reshape(n, o, oh, -1)
+        oh, ow = output_size(ctx.x_shape, w.shape[2:], ctx.stride, ctx.padding)
+        return np.broadcast_to(t, (n, o, cols.shape[2])).reshape(n, o, oh, ow)
 
 
 def _window_offsets(x, kernel, stride):
