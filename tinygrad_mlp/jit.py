@@ -64,6 +64,7 @@ from .tensor import (
     _add_leaf_grad,
     _as_input_grad,
     _check_finite,
+    _grad_tuple,
     _new_tensor,
     _sum_grad,
 )
@@ -495,7 +496,7 @@ class _Program:
         self.name = name
         self.trace = trace
         self.names = {"asarray": np.asarray, "Tensor": Tensor, "context": _context,
-                      "results": _results, "input_grad": _input_grad, "sum_grad": _sum_grad,
+                      "results": _grad_tuple, "input_grad": _input_grad, "sum_grad": _sum_grad,
                       "add_in_place": _add_in_place, "add_leaf_grad": _add_leaf_grad,
                       "call_node": _call_node, "graph_output": _graph_output,
                       "new_tensor": _new_tensor}
@@ -691,16 +692,6 @@ def _context(function, needs, module):
     ctx = Context(function, (), needs)
     ctx.module = module
     return ctx
-
-
-def _results(r, function, n):
-    """An op's backward result as a tuple of n gradients (the engine's check)."""
-    if not isinstance(r, tuple):
-        r = (r,)
-    if len(r) != n:
-        raise RuntimeError(f"{function.name}: backward returned {len(r)} gradient(s) for "
-                           f"{n} input(s)")
-    return r
 
 
 def _input_grad(pg, like, function, anomaly):

@@ -718,14 +718,20 @@ def _op_input_grads(ctx, g):
     """One step of backward: the op's backward on `g`, the gradient of its output.
     [(input Tensor, its gradient)] for the inputs that need one, in input order, each
     gradient made the input's shape and dtype (`_as_input_grad`)."""
-    in_grads = ctx.function.backward(ctx, g)
-    if not isinstance(in_grads, tuple):
-        in_grads = (in_grads,)
-    if len(in_grads) != len(ctx.parents):
-        raise RuntimeError(f"{ctx.function.name}: backward returned {len(in_grads)} "
-                           f"gradient(s) for {len(ctx.parents)} input(s)")
+    in_grads = _grad_tuple(ctx.function.backward(ctx, g), ctx.function, len(ctx.parents))
     return [(p, _as_input_grad(pg, p.data, ctx.function))
             for p, pg in zip(ctx.parents, in_grads) if pg is not None and p.requires_grad]
+
+
+def _grad_tuple(in_grads, function, n):
+    """What `function`'s backward returned, as a tuple of one gradient per input (of n); a
+    RuntimeError naming the op when the count is wrong."""
+    if not isinstance(in_grads, tuple):
+        in_grads = (in_grads,)
+    if len(in_grads) != n:
+        raise RuntimeError(f"{function.name}: backward returned {len(in_grads)} "
+                           f"gradient(s) for {n} input(s)")
+    return in_grads
 
 
 def _pass_on(grads, heap, node, pg):
