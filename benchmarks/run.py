@@ -114,6 +114,10 @@ def measure(groups, repeats, torch, pause):
     return times
 
 
+def threads_label(n):
+    return f"{n} thread{'s' if n > 1 else ''}"
+
+
 def ms(seconds):
     return f"{seconds * 1e3:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
 
@@ -146,7 +150,7 @@ def lecture_rows(args, torch, X64, y):
             cells.append((np.dtype(dtype).name, threads, missing))
     measured = measure(groups, args.repeats, torch, args.pause)
     for (dtype, threads, missing), times in zip(cells, measured):
-        cell = f"{dtype}, {threads} thread{'s' if threads > 1 else ''}"
+        cell = f"{dtype}, {threads_label(threads)}"
         raw[cell] = times
         rows += [
             row("1", f"{cell}: eager loop / NumPy", times, missing, "eager", "numpy", 1.45),
@@ -212,7 +216,7 @@ def cnn_rows(args, torch, X64, y):
     scale, rows, raw = 60000 / len(images), [], {}
     for threads, missing, members in cells:
         times = {k: v for g in members for k, v in measured[g].items()}
-        label = f"{threads} thread{'s' if threads > 1 else ''}"
+        label = threads_label(threads)
         raw[label] = times
         what = f"LeNet-5, float32, {label}: "
         rows += [row("6", what + "jit loop / PyTorch eager", times, missing, "jit", "torch",
