@@ -269,7 +269,6 @@ class _Trace:
         self.array_index = {id(a): i for i, a in enumerate(arg_tensors)
                             if isinstance(a, np.ndarray)}
         self.arg_kinds = tuple(isinstance(a, Tensor) for a in arg_tensors)
-        self.n_args = len(arg_tensors)
         self.arg_grads = tuple(isinstance(t, Tensor) and t.requires_grad for t in arg_tensors)
         made = {}           # id(output Tensor) -> op position
         leaf_index = {}     # id(leaf Tensor) -> position in self.leaves
