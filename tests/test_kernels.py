@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import tinygrad_mlp
-from tinygrad_mlp import Tensor, _kernels, jit, nn, optim
+from tinygrad_mlp import Tensor, _kernels, conv_ops, jit, nn, optim
 from tinygrad_mlp.conv_ops import Conv2d
 from tinygrad_mlp.tensor import Context
 
@@ -80,6 +80,33 @@ def test_conv2d_kernels_split_over_threads_give_the_ops_bits(threads, n_threads,
             np.testing.assert_array_equal(b, a)
     for a, b in zip(args, before):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("block_bytes", [1, 15000])
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_conv2d_input_gradient_in_many_blocks_gives_the_ops_bits_and_the_whole_batchs_values(
+        threads, monkeypatch, block_bytes, n_threads):
+    """dx is made a block of samples at a time (conv_ops.dx_blocks): with tiny blocks (one
+    sample each, or a few) the kernel still gives the op's bits on any thread count, and
+    the op the values of one block for the whole batch."""
+    threads(n_threads)
+    rng = np.random.RandomState(4)
+    x = rng.normal(size=(7, 3, 9, 11))
+    w = rng.normal(size=(4, 3, 3, 2))
+    whole = Context(Conv2d, (), (True, True))
+    g = rng.normal(size=Conv2d.forward(whole, x, w, stride=(2, 1), padding=(1, 0)).shape)
+    gx_whole = Conv2d.backward(whole, g)[0]
+    monkeypatch.setattr(conv_ops, "DX_BLOCK_BYTES", block_bytes)
+    blocks = conv_ops.dx_blocks(len(x), whole.saved[0][0].nbytes)
+    assert len(blocks) == (7 if block_bytes == 1 else 4)
+    assert [i for b in blocks for i in range(b.start, b.stop)] == list(range(7))
+    ctx_op, ctx_fast = (Context(Conv2d, (), (True, True)) for _ in range(2))
+    Conv2d.forward(ctx_op, x, w, stride=(2, 1), padding=(1, 0))
+    _kernels.conv2d_forward(ctx_fast, x, w, stride=(2, 1), padding=(1, 0))
+    grads_op = Conv2d.backward(ctx_op, g)
+    for a, b in zip(grads_op, _kernels.conv2d_backward(ctx_fast, g, [None, None])):
+        np.testing.assert_array_equal(b, a)
+    np.testing.assert_allclose(grads_op[0], gx_whole, rtol=1e-13, atol=1e-13)
 
 
 def test_conv2d_kernels_reuse_their_slots_only_when_nothing_else_holds_them(threads):

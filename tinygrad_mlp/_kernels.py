@@ -87,9 +87,9 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
 
 
-def _batch_parts(n):
-    """Rows 0..n-1 of a batch as one slice per thread (fewer when n is small)."""
-    k = max(1, min(get_num_threads(), n))
+def _batch_parts(n, k=None):
+    """Rows 0..n-1 of a batch as k slices (default: one per thread), fewer when n is small."""
+    k = max(1, min(get_num_threads() if k is None else k, n))
     edges = [n * i // k for i in range(k + 1)]
     return [slice(a, b) for a, b in zip(edges, edges[1:])]
 
@@ -217,10 +217,11 @@ def conv2d_forward(ctx, x, w, *b, stride=(1, 1), padding=(0, 0), buffers=None):
 
 
 def conv2d_backward(ctx, g, buffers=None):
-    """conv_ops.Conv2d.backward, the batch split over threads: dcols = W^T g for the whole
-    batch, then each part's col2im and per-sample products cols[n] @ g[n]^T; the weight's
-    gradient, their sum over the batch, once after. dcols and the products go into the
-    program's buffer slots 0 and 1 when free."""
+    """conv_ops.Conv2d.backward, the batch split over threads: each thread takes whole blocks
+    of samples (conv_ops.dx_blocks, the op's blocks), makes each block's dcols = W^T g and
+    col2im of it, and its rows' per-sample products cols[n] @ g[n]^T; the weight's gradient,
+    their sum over the batch, once after. dcols and the products go into the program's
+    buffer slots 0 and 1 when free."""
     cols, w = ctx.saved
     if not _kernel_fits(g, cols, w):
         return conv_ops.Conv2d.backward(ctx, g)
@@ -230,22 +231,26 @@ def conv2d_backward(ctx, g, buffers=None):
     g3 = g.reshape(n, o, -1)                                  # (N, O, OH OW)
     gx = np.empty(ctx.x_shape, g.dtype) if need[0] else None
     products = _array(buffers, 1, (n, w2.shape[1], o), g.dtype) if need[1] else None
+    blocks = conv_ops.dx_blocks(n, cols[0].nbytes)
+    sample = cols[0].size                                     # C kh kw OH OW numbers
+    dcols = _array(buffers, 0, (n * sample,), g.dtype) if need[0] else None
+    row_parts = _batch_parts(n)            # a part: its rows' products, its share of blocks
+    block_parts = _batch_parts(len(blocks), len(row_parts)) if need[0] else []
 
-    if need[0]:  # one product for the whole batch: BLAS may sum a split one otherwise
-        g_last = g.transpose(1, 2, 3, 0).reshape(o, -1)      # (O, OH OW N)
-        dcols = np.matmul(w2.T, g_last, out=_array(buffers, 0, (w2.shape[1], g_last.shape[1]),
-                                                   g.dtype))
-        dcols = dcols.reshape(w2.shape[1], -1, n)             # (C kh kw, OH OW, N)
-
-    def part(rows):
-        if need[0]:  # col2im of the part's columns (a strided view of dcols)
-            conv_ops.col2im(dcols[:, :, rows], gx[rows].shape, w.shape[2:], ctx.stride,
-                            ctx.padding, out=gx[rows])
+    def part(k):
+        if k < len(block_parts):  # the op's blocks, each into its own stretch of dcols
+            for b in blocks[block_parts[k]]:
+                g_last = g[b].transpose(1, 2, 3, 0).reshape(o, -1)         # (O, OH OW n)
+                d = dcols[b.start * sample:b.stop * sample].reshape(w2.shape[1], -1)
+                np.matmul(w2.T, g_last, out=d)
+                conv_ops.col2im(d, gx[b].shape, w.shape[2:], ctx.stride, ctx.padding,
+                                out=gx[b])
         if need[1]:
+            rows = row_parts[k]
             g_t = np.ascontiguousarray(g3[rows].transpose(0, 2, 1))  # (rows, OH OW, O)
             np.matmul(cols[rows], g_t, out=products[rows])
 
-    _run_parts(part, _batch_parts(n))
+    _run_parts(part, list(range(len(row_parts))))
     gw = products.sum(axis=0).T.reshape(w.shape) if need[1] else None
     if len(need) == 2:
         return gx, gw

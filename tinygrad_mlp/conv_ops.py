@@ -78,6 +78,21 @@ def col2im(cols, x_shape, kernel, stride=(1, 1), padding=(0, 0), out=None):
     return out
 
 
+# dx is made a block of samples at a time: a block's W^T g columns (about this many bytes)
+# stay in the cache while col2im adds them up, and jit's threads take whole blocks, so
+# that they make the very same products as this op (the same bits)
+DX_BLOCK_BYTES = 4 * 2 ** 20
+
+
+def dx_blocks(n, sample_bytes):
+    """Rows 0..n-1 of a batch in equal blocks of at most about DX_BLOCK_BYTES of columns
+    (`sample_bytes` a sample): the blocks that Conv2d's input gradient is made in, by the op
+    and by jit alike."""
+    k = min(n, max(1, -(-n * sample_bytes // DX_BLOCK_BYTES)))   # ceil, 1 <= k <= n
+    edges = [n * i // k for i in range(k + 1)]
+    return [slice(a, b) for a, b in zip(edges, edges[1:])]
+
+
 def _add_windows(part, x_shape, kernel, stride, dtype):
     """Sum over the offsets (i, j) of part(i, j) (N, C, OH, OW), each added at the pixels
     (oh * sh + i, ow * sw + j) of a zero image (N, C, H, W): the pools' backward."""
@@ -123,6 +138,9 @@ class Conv2d(Function):
 
         dW = sum over n of g[n] @ cols[n]^T,    db = sum of g over n, oh, ow
         dcols[n] = W^T @ g[n],                  dx = col2im(dcols)
+
+    dcols is made and summed up a block of samples at a time (`dx_blocks`), batch last
+    for col2im: a few MB of columns at once instead of the whole batch's.
     """
 
     name = "conv2d"
@@ -145,9 +163,12 @@ class Conv2d(Function):
         need = ctx.needs_input_grad
         w2 = w.reshape(w.shape[0], -1)                        # (O, C kh kw)
         gx = gw = gb = None
-        if need[0]:  # dcols = W^T g, computed batch last for col2im (see col2im)
-            g_last = g.transpose(1, 2, 3, 0).reshape(w.shape[0], -1)     # (O, OH OW N)
-            gx = col2im(w2.T @ g_last, ctx.x_shape, w.shape[2:], ctx.stride, ctx.padding)
+        if need[0]:  # dcols = W^T g, batch last for col2im (see col2im), block by block
+            gx = np.empty(ctx.x_shape, g.dtype)
+            for rows in dx_blocks(len(g), cols[0].nbytes):
+                g_last = g[rows].transpose(1, 2, 3, 0).reshape(w.shape[0], -1)  # (O, OH OW n)
+                col2im(w2.T @ g_last, gx[rows].shape, w.shape[2:], ctx.stride, ctx.padding,
+                       out=gx[rows])
         g = g.reshape(g.shape[0], g.shape[1], -1)             # (N, O, OH OW)
         if need[1]:
             # sum over n of g[n] @ cols[n]^T, written as (cols[n] @ g[n]^T)^T: NumPy then
