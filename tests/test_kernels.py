@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 import tinygrad_mlp
-from tinygrad_mlp import Tensor, _kernels, conv_ops, jit, nn, optim
-from tinygrad_mlp.conv_ops import Conv2d
+from tinygrad_mlp import Tensor, _kernels, conv_ops, jit, nn, ops, optim
+from tinygrad_mlp.conv_ops import Conv2d, MaxPool2d
 from tinygrad_mlp.tensor import Context
 
-ELEMENTWISE = list(_kernels.FAST)
+ELEMENTWISE = [ops.Sigmoid]  # _kernels.FAST's kernels of one array of any shape
 
 
 @pytest.fixture
@@ -42,6 +42,57 @@ def test_kernels_equal_their_ops(function, dtype, g_dtype):
     assert grad_fast.dtype == grad_op.dtype and np.array_equal(grad_fast, grad_op)
     assert np.array_equal(z, z_before) and np.array_equal(g, g_before)
 
+
+
+POOL_CASES = [  # (N, C, H, W), kernel, stride
+    ((128, 6, 28, 28), (2, 2), (2, 2)),   # LeNet-5's first pool
+    ((7, 3, 9, 11), (3, 2), (2, 3)),      # odd sizes, uneven parts, pixels in no window
+    ((5, 2, 6, 6), (3, 3), (1, 1)),       # overlapping windows
+]
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 3, 5])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", POOL_CASES)
+def test_max_pool_backward_split_over_threads_gives_the_ops_bits(threads, monkeypatch,
+                                                                  n_threads, dtype, case):
+    """Max-pooling a ReLU's output, as in a CNN (windows of tied zeros), the backward split
+    however small the array (SPLIT_MIN 1): the kernel gives the op's gradient, bit for bit."""
+    threads(n_threads)
+    monkeypatch.setattr(_kernels, "SPLIT_MIN", 1)
+    x_shape, kernel, stride = case
+    rng = np.random.RandomState(5)
+    x = np.maximum(rng.normal(size=x_shape), 0).astype(dtype)
+    x[0, 0, :3, :3] = 0.5                                    # ties of a maximum above zero
+    x_before = x.copy()
+    ctx = Context(MaxPool2d, (), (True,))
+    y = MaxPool2d.forward(ctx, x, kernel, stride)
+    g = rng.normal(size=y.shape).astype(dtype)
+    g[0, 0, 0, :2] = -0.0                                   # a signed zero goes through too
+    assert _kernels.FAST[MaxPool2d][0] is MaxPool2d.forward
+    dx_op, dx_fast = MaxPool2d.backward(ctx, g), _kernels.max_pool2d_backward(ctx, g)
+    assert dx_fast.shape == dx_op.shape and dx_fast.dtype == dx_op.dtype
+    assert dx_fast.tobytes() == dx_op.tobytes()
+    if all(s_ >= k for s_, k in zip(stride, kernel)):  # windows apart: one winner in each
+        assert np.count_nonzero(dx_op) == y.size - np.count_nonzero(g == 0)
+    np.testing.assert_array_equal(x, x_before)
+
+
+def test_max_pool_backward_runs_the_op_on_one_thread_or_a_small_array(threads, monkeypatch):
+    calls = []
+    monkeypatch.setattr(conv_ops, "max_pool_grad",
+                        lambda *a, **k: calls.append(k.get("out") is not None))
+    threads(2)
+    for shape, n_threads, splits in [((2, 1, 4, 4), 2, False), ((128, 6, 28, 28), 2, True),
+                                     ((128, 6, 28, 28), 1, False)]:
+        threads(n_threads)
+        x = np.ones(shape, np.float32)
+        assert _kernels._splits(x) is splits
+        ctx = Context(MaxPool2d, (), (True,))
+        ctx.saved, ctx.kernel, ctx.stride = (x, x[:, :, ::2, ::2]), (2, 2), (2, 2)
+        calls.clear()
+        _kernels.max_pool2d_backward(ctx, np.ones(ctx.saved[1].shape, np.float32))
+        assert calls == ([True] * n_threads if splits else [False])  # parts, or the op
 
 CONV_CASES = [  # (N, C, H, W), (O, kh, kw), stride, padding, bias
     ((128, 1, 28, 28), (6, 5, 5), (1, 1), (2, 2), True),    # LeNet-5's first layer
@@ -222,7 +273,9 @@ def train_steps(n_threads, steps=4):
     return losses, [p.data.copy() for p in model.parameters()]
 
 
-def test_training_a_cnn_on_kernel_threads_is_bit_identical_to_one_thread(threads):
+def test_training_a_cnn_on_kernel_threads_is_bit_identical_to_one_thread(threads,
+                                                                         monkeypatch):
+    monkeypatch.setattr(_kernels, "SPLIT_MIN", 1)  # ReLU and pooling split too, however small
     one = train_steps(1)
     for n in (2, 3):
         losses, weights = train_steps(n)

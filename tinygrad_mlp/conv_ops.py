@@ -93,11 +93,16 @@ def dx_blocks(n, sample_bytes):
     return [slice(a, b) for a, b in zip(edges, edges[1:])]
 
 
-def _add_windows(part, x_shape, kernel, stride, dtype):
+def _add_windows(part, x_shape, kernel, stride, dtype, out=None):
     """Sum over the offsets (i, j) of part(i, j) (N, C, OH, OW), each added at the pixels
-    (oh * sh + i, ow * sw + j) of a zero image (N, C, H, W): the pools' backward."""
+    (oh * sh + i, ow * sw + j) of a zero image (N, C, H, W): the pools' backward.
+    out: an array of that shape to make the image in instead of a new one."""
     (kh, kw), (sh, sw) = kernel, stride
-    dx = np.zeros(x_shape, dtype=dtype)
+    if out is None:
+        dx = np.zeros(x_shape, dtype=dtype)
+    else:
+        dx = out
+        dx[...] = 0
     for i in range(kh):
         for j in range(kw):
             p = part(i, j)
@@ -205,6 +210,21 @@ def _window_offsets(x, kernel, stride):
     return [win[:, :, :, :, i, j] for i in range(kernel[0]) for j in range(kernel[1])]
 
 
+def max_pool_grad(x, y, g, kernel, stride, out=None):
+    """dx (N, C, H, W) from g (N, C, OH, OW): each window's g at its first maximum, found
+    by comparing the offsets with the window maxima y in row order (into `out`)."""
+    at_offset = _window_offsets(x, kernel, stride)
+    taken = np.zeros(y.shape, dtype=bool)   # windows whose maximum has been found
+
+    def winner(i, j):
+        first = at_offset[i * kernel[1] + j] == y
+        first &= ~taken
+        taken[...] |= first
+        return g * first
+
+    return _add_windows(winner, x.shape, kernel, stride, g.dtype, out)
+
+
 class MaxPool2d(Function):
     """The maximum of each kh x kw window: x (N, C, H, W) -> (N, C, OH, OW).
     params: kernel, stride (pairs).
@@ -215,7 +235,7 @@ class MaxPool2d(Function):
                                            x[n, c, oh sh + i, ow sw + j] = y[n, c, oh, ow]
     Both directions loop over the kh kw offsets, each step one vectorised pass; backward
     finds the positions again by comparing with the saved output (cheaper than keeping
-    an argmax in forward).
+    an argmax in forward): `max_pool_grad`, which jit runs on batch parts in threads.
     """
 
     name = "max_pool2d"
@@ -234,16 +254,7 @@ class MaxPool2d(Function):
     @staticmethod
     def backward(ctx, g):
         x, y = ctx.saved
-        at_offset = _window_offsets(x, ctx.kernel, ctx.stride)
-        taken = np.zeros(y.shape, dtype=bool)   # windows whose maximum has been found
-
-        def winner(i, j):
-            first = at_offset[i * ctx.kernel[1] + j] == y
-            first &= ~taken
-            taken[...] |= first
-            return g * first
-
-        return _add_windows(winner, x.shape, ctx.kernel, ctx.stride, g.dtype)
+        return max_pool_grad(x, y, g, ctx.kernel, ctx.stride)
 
     @staticmethod
     def jvp(ctx, tx):
