@@ -10,13 +10,15 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 # (N, C, H, W), out channels, kernel, stride, padding: odd sizes, non-square inputs and
-# kernels, kernel 1, strides that skip pixels, padding wider than the kernel's half
+# kernels, kernel 1, strides that skip pixels, padding wider than the kernel's half;
+# short and long columns (C kh kw), the two ways `conv_ops.weight_products` multiplies
 CONV_CASES = [
     ((2, 3, 7, 6), 4, (3, 2), (2, 1), (1, 2)),
     ((1, 1, 5, 5), 2, (1, 1), (1, 1), (0, 0)),
     ((3, 2, 9, 8), 3, (3, 3), (3, 2), (0, 1)),
     ((2, 2, 4, 7), 1, (4, 3), (1, 3), (2, 0)),
     ((1, 3, 6, 6), 2, (1, 1), (2, 2), (1, 1)),
+    ((2, 5, 6, 7), 3, (3, 3), (1, 2), (1, 1)),  # columns of 45 > SHORT_COLUMNS: dW the other way
 ]
 POOL_CASES = [((2, 3, 6, 6), (2, 2), (2, 2)), ((1, 2, 7, 5), (3, 2), (2, 1)),
               ((2, 1, 5, 8), (2, 3), (3, 3)), ((1, 2, 4, 4), (1, 1), (1, 1)),

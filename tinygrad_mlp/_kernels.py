@@ -219,7 +219,7 @@ def conv2d_forward(ctx, x, w, *b, stride=(1, 1), padding=(0, 0), buffers=None):
 def conv2d_backward(ctx, g, buffers=None):
     """conv_ops.Conv2d.backward, the batch split over threads: each thread takes whole blocks
     of samples (conv_ops.dx_blocks, the op's blocks), makes each block's dcols = W^T g and
-    col2im of it, and its rows' per-sample products cols[n] @ g[n]^T; the weight's gradient,
+    col2im of it, and its rows' per-sample products g[n] @ cols[n]^T; the weight's gradient,
     their sum over the batch, once after. dcols and the products go into the program's
     buffer slots 0 and 1 when free."""
     cols, w = ctx.saved
@@ -230,7 +230,8 @@ def conv2d_backward(ctx, g, buffers=None):
     w2 = w.reshape(o, -1)                                     # (O, C kh kw)
     g3 = g.reshape(n, o, -1)                                  # (N, O, OH OW)
     gx = np.empty(ctx.x_shape, g.dtype) if need[0] else None
-    products = _array(buffers, 1, (n, w2.shape[1], o), g.dtype) if need[1] else None
+    ckk = w2.shape[1]
+    products = _array(buffers, 1, (n * o * ckk,), g.dtype) if need[1] else None
     blocks = conv_ops.dx_blocks(n, cols[0].nbytes)
     sample = cols[0].size                                     # C kh kw OH OW numbers
     dcols = _array(buffers, 0, (n * sample,), g.dtype) if need[0] else None
@@ -245,13 +246,17 @@ def conv2d_backward(ctx, g, buffers=None):
                 np.matmul(w2.T, g_last, out=d)
                 conv_ops.col2im(d, gx[b].shape, w.shape[2:], ctx.stride, ctx.padding,
                                 out=gx[b])
-        if need[1]:
+        if need[1]:  # the op's per-sample products, into the part's stretch of `products`
             rows = row_parts[k]
-            g_t = np.ascontiguousarray(g3[rows].transpose(0, 2, 1))  # (rows, OH OW, O)
-            np.matmul(cols[rows], g_t, out=products[rows])
+            conv_ops.weight_products(cols[rows], g3[rows],
+                                     out=products[rows.start * o * ckk:rows.stop * o * ckk])
 
     _run_parts(part, list(range(len(row_parts))))
-    gw = products.sum(axis=0).T.reshape(w.shape) if need[1] else None
+    if need[1]:  # the products of the whole batch, viewed as the op sees them, summed
+        shape, axes = conv_ops._products_layout(n, o, ckk)
+        gw = products.reshape(shape).transpose(axes).sum(axis=0).reshape(w.shape)
+    else:
+        gw = None
     if len(need) == 2:
         return gx, gw
     return gx, gw, (g3.sum(axis=(0, 2)) if need[2] else None)

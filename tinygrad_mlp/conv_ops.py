@@ -93,6 +93,33 @@ def dx_blocks(n, sample_bytes):
     return [slice(a, b) for a, b in zip(edges, edges[1:])]
 
 
+# columns this short (C kh kw numbers: a first layer on 1 to 3 channels) make the copy of g
+# that `weight_products` otherwise multiplies with cost more than the product itself
+SHORT_COLUMNS = 32
+
+
+def _products_layout(n, o, ckk):
+    """(shape of the array that `weight_products` writes, axes that view it as (N, O, C kh kw))"""
+    return ((n, o, ckk), (0, 1, 2)) if ckk <= SHORT_COLUMNS else ((n, ckk, o), (0, 2, 1))
+
+
+def weight_products(cols, g, out=None):
+    """The per-sample products g[n] @ cols[n]^T (N, O, C kh kw), whose sum over n is dW,
+    from cols (N, C kh kw, OH OW) and g (N, O, OH OW).
+
+    BLAS reads cols[n] transposed for short columns (C kh kw <= SHORT_COLUMNS); for longer
+    ones it is faster at the same products the other way round, (cols[n] @ g[n]^T)^T, with
+    g copied to (N, OH OW, O) (measured on LeNet-5's layers, float32, a half batch: C kh kw
+    25: 0.22 ms against 0.72; 150: 1.2 ms against 0.37). out: a C-contiguous array of
+    N O C kh kw numbers to write them into; the result is a view of it."""
+    shape, axes = _products_layout(len(g), g.shape[1], cols.shape[1])
+    store = None if out is None else out.reshape(shape)
+    if axes == (0, 1, 2):
+        return np.matmul(g, cols.transpose(0, 2, 1), out=store)
+    g_t = np.ascontiguousarray(g.transpose(0, 2, 1))             # (N, OH OW, O)
+    return np.matmul(cols, g_t, out=store).transpose(axes)
+
+
 def _add_windows(part, x_shape, kernel, stride, dtype, out=None):
     """Sum over the offsets (i, j) of part(i, j) (N, C, OH, OW), each added at the pixels
     (oh * sh + i, ow * sw + j) of a zero image (N, C, H, W): the pools' backward.
@@ -175,11 +202,8 @@ class Conv2d(Function):
                 col2im(w2.T @ g_last, gx[rows].shape, w.shape[2:], ctx.stride, ctx.padding,
                        out=gx[rows])
         g = g.reshape(g.shape[0], g.shape[1], -1)             # (N, O, OH OW)
-        if need[1]:
-            # sum over n of g[n] @ cols[n]^T, written as (cols[n] @ g[n]^T)^T: NumPy then
-            # hands BLAS contiguous operands (g is small; cols is large)
-            g_t = np.ascontiguousarray(g.transpose(0, 2, 1))              # (N, OH OW, O)
-            gw = np.matmul(cols, g_t).sum(axis=0).T.reshape(w.shape)
+        if need[1]:  # sum over n of g[n] @ cols[n]^T
+            gw = weight_products(cols, g).sum(axis=0).reshape(w.shape)
         if len(need) == 3 and need[2]:
             gb = g.sum(axis=(0, 2))
         return (gx, gw, gb) if len(need) == 3 else (gx, gw)
