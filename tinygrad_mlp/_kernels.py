@@ -193,7 +193,8 @@ def _array(buffers, i, shape, dtype):
 
 def conv2d_forward(ctx, x, w, *b, stride=(1, 1), padding=(0, 0), buffers=None):
     """conv_ops.Conv2d.forward, the batch split over threads (one part on one thread): each
-    part's im2col and matrix products written into its own rows of one cols and one y.
+    part's im2col (its rows of the windows' view) and matrix products written into its own
+    rows of one cols and one y.
     cols (a step's largest array, N C kh kw OH OW numbers) goes into slot 0 when free."""
     if not _kernel_fits(x, w, *b) or w.ndim != 4:
         return conv_ops.Conv2d.forward(ctx, x, w, *b, stride=stride, padding=padding)
@@ -203,9 +204,12 @@ def conv2d_forward(ctx, x, w, *b, stride=(1, 1), padding=(0, 0), buffers=None):
     w2 = w.reshape(o, -1)                                     # (O, C kh kw)
     cols = _array(buffers, 0, (n, w2.shape[1], oh * ow), x.dtype)
     y = np.empty((n, o, oh * ow), x.dtype)
+    # the windows (and the padding) made here, once: each part is then only NumPy's copy and
+    # product, which let go of the GIL (a part's own Python would hold the other thread up)
+    in_column_order = conv_ops.column_view(x, kernel, stride, padding)
 
     def part(rows):
-        conv_ops.im2col(x[rows], kernel, stride, padding, out=cols[rows])
+        cols[rows].reshape(in_column_order[rows].shape)[...] = in_column_order[rows]
         np.matmul(w2, cols[rows], out=y[rows])
         if b:
             y[rows] += b[0][:, None]

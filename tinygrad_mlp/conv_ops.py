@@ -41,12 +41,17 @@ def _windows(x, kernel, stride, padding=(0, 0)):
     return sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
 
 
+def column_view(x, kernel, stride=(1, 1), padding=(0, 0)):
+    """The windows of x in column order, (N, C, kh, kw, OH, OW): a view (of a padded copy
+    when there is padding) that im2col copies into cols."""
+    return _windows(x, kernel, stride, padding).transpose(0, 1, 4, 5, 2, 3)
+
+
 def im2col(x, kernel, stride=(1, 1), padding=(0, 0), out=None):
     """cols (N, C kh kw, OH OW): column (oh, ow) of sample n holds the window at (oh, ow).
     out: a C-contiguous array of that shape to write into instead of a new one."""
-    win = _windows(x, kernel, stride, padding)               # a view, no copy
-    n, c, oh, ow, kh, kw = win.shape
-    in_column_order = win.transpose(0, 1, 4, 5, 2, 3)       # (N, C, kh, kw, OH, OW)
+    in_column_order = column_view(x, kernel, stride, padding)   # a view, no copy
+    n, c, kh, kw, oh, ow = in_column_order.shape
     if out is None:
         return in_column_order.reshape(n, c * kh * kw, oh * ow)   # the copy
     out.reshape(in_column_order.shape)[...] = in_column_order
