@@ -6,10 +6,12 @@ making a temporary per ufunc. The ops' own code stays the readable formula; this
 is only for speed, and only `jit` uses it (`FAST`: Function -> (forward, backward), with
 the ops' signatures). tests/test_kernels.py checks every kernel against its op, bit for bit.
 
-The convolution's kernels split the batch over `get_num_threads()` threads: NumPy and BLAS
-let go of the GIL while they copy and multiply. Each sample's numbers are made by the op's
-own calls on its own rows, and the one sum over the batch (the weight's gradient) is taken
-after the threads are done, over the whole batch in the op's order: the same bits.
+The convolution's kernels (and max pooling's backward, on large inputs) split the batch
+over `get_num_threads()` threads: NumPy and BLAS let go of the GIL while they copy and
+multiply, so a part should be little else (what Python a step needs is done before the
+threads start). Each sample's numbers are made by the op's own calls on its own rows, and
+the one sum over the batch (the weight's gradient) is taken after the threads are done,
+over the whole batch in the op's order: the same bits.
 
 `INTO` holds backward kernels that write their gradients into arrays the compiled program
 keeps from one call to the next (`buffers`: one slot per input, this thread's), instead of
@@ -51,14 +53,16 @@ def _default_threads():
 
 
 def get_num_threads():
-    """How many threads jit's convolution kernels split a batch over (PyTorch's name)."""
+    """How many threads jit's convolution and pooling kernels split a batch over (PyTorch's
+    name)."""
     if _threads["n"] is None:
         _threads["n"] = _default_threads()
     return _threads["n"]
 
 
 def set_num_threads(n):
-    """Split jit's convolution kernels over n threads (1, the default: none of our own).
+    """Split jit's convolution and pooling kernels over n threads (1, the default: none of
+    our own).
     NumPy's BLAS keeps its own threads: give it one (OPENBLAS_NUM_THREADS=1 before NumPy
     loads, or threadpoolctl) when this uses the cores (docs/performance.md)."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
