@@ -142,6 +142,28 @@ def test_predict_runs_in_batches_without_building_a_graph():
     assert is_grad_enabled()  # restored afterwards
 
 
+def test_predict_defaults_to_smaller_batches_for_a_model_with_a_convolution(monkeypatch):
+    """None: EVAL_ROWS rows a batch, EVAL_ROWS_CONV when the model holds a Conv2d (its
+    im2col would hold kh kw times a batch's images); the labels do not depend on it."""
+    monkeypatch.setattr(train, "EVAL_ROWS", 7)
+    monkeypatch.setattr(train, "EVAL_ROWS_CONV", 3)
+    X, _ = blobs(10)
+    mlp = Recorder(small_model(n_out=3))
+    train.predict(mlp, X)
+    assert [n for n, _, _ in mlp.calls] == [7, 3]
+    rng = np.random.RandomState(0)
+    cnn = nn.Sequential(nn.Conv2d(1, 2, 3, rng=rng), nn.ReLU(), nn.Flatten(),
+                        nn.Dense(2 * 3 * 3, 3, rng=rng))
+    images = rng.normal(size=(8, 1, 5, 5))
+    cnn_calls = Recorder(cnn)
+    labels = train.predict(cnn_calls, images)
+    assert [n for n, _, _ in cnn_calls.calls] == [3, 3, 2]
+    np.testing.assert_array_equal(labels, train.predict(cnn, images, batch_size=8))
+    assert train.accuracy(cnn, images, labels) == 1.0
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        train.predict(cnn, images, batch_size=0)
+
+
 def test_predict_takes_the_argmax_before_a_final_sigmoid():
     model = nn.Sequential(nn.Dense(1, 2, dtype=np.float64), nn.Sigmoid())
     model[0].weight.data[:] = [[40.0, 50.0]]

@@ -123,11 +123,25 @@ def _check_X(X, what="X"):
     return X
 
 
-def predict(model, X, batch_size=10000):
-    """Class labels (n,) int64: the argmax of the model's output, computed in batches
-    under no_grad (no graph, bounded memory), in eval mode (the modes are restored)."""
+EVAL_ROWS, EVAL_ROWS_CONV = 10000, 1000
+
+
+def _eval_batch_size(model, batch_size):
+    """batch_size, or for None the default: EVAL_ROWS rows, or EVAL_ROWS_CONV for a model
+    with a convolution (im2col makes a batch's windows kh kw times its images: 10,000 MNIST
+    images through LeNet-5's first layer would hold 0.8 GB of columns in float32)."""
+    if batch_size is None:
+        has_conv = any(isinstance(m, nn.Conv2d) for m in getattr(model, "modules", list)())
+        return EVAL_ROWS_CONV if has_conv else EVAL_ROWS
+    return _check_batch_size(batch_size, None)
+
+
+def predict(model, X, batch_size=None):
+    """Class labels (n,) int64: the argmax of the model's output, computed in batches of
+    `batch_size` rows (None: `_eval_batch_size`'s default) under no_grad (no graph, bounded
+    memory), in eval mode (the modes are restored)."""
     X = _check_X(X)
-    batch_size = _check_batch_size(batch_size, None)
+    batch_size = _eval_batch_size(model, batch_size)
     body, _ = _split_head(model)
     out = np.empty(X.shape[0], dtype=np.int64)
     with no_grad(), nn._in_mode(model, False):
@@ -137,7 +151,7 @@ def predict(model, X, batch_size=10000):
     return out
 
 
-def accuracy(model, X, y, batch_size=10000):
+def accuracy(model, X, y, batch_size=None):
     """Fraction of rows of X whose predicted class equals y (a float in [0, 1])."""
     y = _labels(y)
     X = _check_X(X)
@@ -480,7 +494,7 @@ def _step_function(model, loss_fn, use_jit):
 
 def fit(model, loss_fn, optimizer, X, y, *, epochs, batch_size, shuffle=True, rng=None,
         seed=None, X_valid=None, y_valid=None, l2=0.0, progress=True, schedule=None,
-        eval_train=True, eval_batch_size=10000, check_finite=True, on_epoch_end=None,
+        eval_train=True, eval_batch_size=None, check_finite=True, on_epoch_end=None,
         replay=True, checkpoint=None, resume=None, early_stopping=None, restore_best=True,
         diagnostics=False):
     """Train `model` with mini-batch steps of `optimizer` on loss_fn(model(X_batch), y_batch)
@@ -498,6 +512,8 @@ def fit(model, loss_fn, optimizer, X, y, *, epochs, batch_size, shuffle=True, rn
     eval_train: after each epoch, the cost and accuracy over all of X in one extra
     forward pass under no_grad (the lecture's eval_); if False, the running mean of the
     batch losses and the accuracy on the batches seen during the epoch.
+    eval_batch_size: rows per batch of those evaluations (None: 10,000, or 1,000 for a
+    model with a convolution; see `predict`).
     on_epoch_end(epoch, history): called after each epoch.
     replay: True runs the steps through `jit` (jit.py): recorded, then replayed as compiled
     code, the same numbers bit for bit with less Python per step. False: build every graph.
@@ -537,6 +553,7 @@ def fit(model, loss_fn, optimizer, X, y, *, epochs, batch_size, shuffle=True, rn
     if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
         raise ValueError(f"fit: epochs must be an integer >= 0, got {epochs!r}")
     batch_size = _check_batch_size(batch_size, n)
+    eval_batch_size = _eval_batch_size(model, eval_batch_size)
     if (X_valid is None) != (y_valid is None):
         raise ValueError("fit: give both X_valid and y_valid, or neither")
     if rng is None:
