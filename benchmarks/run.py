@@ -212,7 +212,7 @@ def cnn_rows(args, torch, X64, y):
             groups.append(((threads, 1), blas))
             missing.update(why)
         cells.append((threads, missing, range(first, len(groups))))
-    measured = measure(groups, max(1, args.repeats // 2), torch, args.pause)
+    measured = measure(groups, args.repeats, torch, args.pause)
     scale, rows, raw = 60000 / len(images), [], {}
     for threads, missing, members in cells:
         times = {k: v for g in members for k, v in measured[g].items()}
