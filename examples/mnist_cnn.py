@@ -10,10 +10,11 @@ The network, built from the library's modules (input 1 x 28 x 28):
 trained with softmax cross-entropy and Adam under a one-cycle learning rate (peak 3e-3),
 batches of 128, float32, 8 epochs, seed 1, on the first 55,000 training images (the last
 5,000 validate). Measured on MNIST: 99.14% test accuracy (99.22% validation); with seed 0
-99.03%, and 99.07% / 99.02% with 10 / 12 epochs (the net fits the training set, 99.9%+,
-so more epochs do not help); Fashion-MNIST (--dataset fashion-mnist): 90.16% test. About
-8-10 s an epoch on one core: the whole run took 97 s (MNIST) and 81 s (Fashion-MNIST) on
-2 CPU cores shared with other work (load 1-2.5), much longer when they are busier.
+99.03%; Fashion-MNIST (--dataset fashion-mnist): 90.16% test. With 10 / 12 epochs an
+earlier version gave 99.07% / 99.02% (the net fits the training set, 99.9%+, so more
+epochs do not help). On a 2-core machine (both cores, the default --threads): about 7 s
+an epoch, the whole run 65-71 s (MNIST) and 66 s (Fashion-MNIST), 2026-12-02; that
+machine's speed drifts by up to 1.6x within an hour.
 
 Data: the four IDX files (plain or .gz) in --data DIR (the folder with the files, or its
 parent), else in $TINYGRAD_MLP_DATA/<dataset>, else ~/.cache/tinygrad_mlp/<dataset>
