@@ -43,7 +43,6 @@ def test_kernels_equal_their_ops(function, dtype, g_dtype):
     assert np.array_equal(z, z_before) and np.array_equal(g, g_before)
 
 
-
 POOL_CASES = [  # (N, C, H, W), kernel, stride
     ((128, 6, 28, 28), (2, 2), (2, 2)),   # LeNet-5's first pool
     ((7, 3, 9, 11), (3, 2), (2, 3)),      # odd sizes, uneven parts, pixels in no window
@@ -93,6 +92,7 @@ def test_max_pool_backward_runs_the_op_on_one_thread_or_a_small_array(threads, m
         calls.clear()
         _kernels.max_pool2d_backward(ctx, np.ones(ctx.saved[1].shape, np.float32))
         assert calls == ([True] * n_threads if splits else [False])  # parts, or the op
+
 
 CONV_CASES = [  # (N, C, H, W), (O, kh, kw), stride, padding, bias
     ((128, 1, 28, 28), (6, 5, 5), (1, 1), (2, 2), True),    # LeNet-5's first layer
@@ -275,7 +275,7 @@ def train_steps(n_threads, steps=4):
 
 def test_training_a_cnn_on_kernel_threads_is_bit_identical_to_one_thread(threads,
                                                                          monkeypatch):
-    monkeypatch.setattr(_kernels, "SPLIT_MIN", 1)  # ReLU and pooling split too, however small
+    monkeypatch.setattr(_kernels, "SPLIT_MIN", 1)  # max pooling's backward splits too
     one = train_steps(1)
     for n in (2, 3):
         losses, weights = train_steps(n)
