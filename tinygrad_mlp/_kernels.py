@@ -249,11 +249,9 @@ def conv2d_backward(ctx, g, buffers=None):
     def part(k):
         if k < len(block_parts):  # the op's blocks, each into its own stretch of dcols
             for b in blocks[block_parts[k]]:
-                g_last = g[b].transpose(1, 2, 3, 0).reshape(o, -1)         # (O, OH OW n)
-                d = dcols[b.start * sample:b.stop * sample].reshape(w2.shape[1], -1)
-                np.matmul(w2.T, g_last, out=d)
-                conv_ops.col2im(d, gx[b].shape, w.shape[2:], ctx.stride, ctx.padding,
-                                out=gx[b])
+                conv_ops.block_input_grad(
+                    w2, g[b], w.shape[2:], ctx.stride, ctx.padding, gx[b],
+                    dcols=dcols[b.start * sample:b.stop * sample].reshape(ckk, -1))
         if need[1]:  # the op's per-sample products, into the part's stretch of `products`
             rows = row_parts[k]
             conv_ops.weight_products(cols[rows], g3[rows],

@@ -98,6 +98,16 @@ def dx_blocks(n, sample_bytes):
     return [slice(a, b) for a, b in zip(edges, edges[1:])]
 
 
+def block_input_grad(w2, g, kernel, stride, padding, out, dcols=None):
+    """One block's dx, into `out` (n, C, H, W): col2im(W^T g) for g (n, O, OH, OW) and
+    W = w2 (O, C kh kw), the product made batch last (C kh kw, OH OW n) for col2im (into
+    `dcols` when given). The op calls it for each of its `dx_blocks`, jit's kernel for
+    each block a thread takes: the same products, the same bits."""
+    g_last = g.transpose(1, 2, 3, 0).reshape(w2.shape[0], -1)       # (O, OH OW n)
+    return col2im(np.matmul(w2.T, g_last, out=dcols), out.shape, kernel, stride, padding,
+                  out=out)
+
+
 # columns this short (C kh kw numbers: a first layer on 1 to 3 channels) make the copy of g
 # that `weight_products` otherwise multiplies with cost more than the product itself
 SHORT_COLUMNS = 32
@@ -160,8 +170,6 @@ def check_conv(x, w, padding):
     _check_input("conv2d", x, w.shape[2:], padding)
 
 
-
-
 class Conv2d(Function):
     """2-D cross-correlation, PyTorch's layout: x (N, C, H, W), w (O, C, kh, kw), b (O,)
     -> y (N, O, OH, OW). params: stride, padding (pairs).
@@ -203,9 +211,7 @@ class Conv2d(Function):
         if need[0]:  # dcols = W^T g, batch last for col2im (see col2im), block by block
             gx = np.empty(ctx.x_shape, g.dtype)
             for rows in dx_blocks(len(g), cols[0].nbytes):
-                g_last = g[rows].transpose(1, 2, 3, 0).reshape(w.shape[0], -1)  # (O, OH OW n)
-                col2im(w2.T @ g_last, gx[rows].shape, w.shape[2:], ctx.stride, ctx.padding,
-                       out=gx[rows])
+                block_input_grad(w2, g[rows], w.shape[2:], ctx.stride, ctx.padding, gx[rows])
         g = g.reshape(g.shape[0], g.shape[1], -1)             # (N, O, OH OW)
         if need[1]:  # sum over n of g[n] @ cols[n]^T
             gw = weight_products(cols, g).sum(axis=0).reshape(w.shape)
