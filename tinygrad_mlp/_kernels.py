@@ -279,7 +279,7 @@ SPLIT_MIN = 2 ** 19
 
 def _splits(x):
     """Is x worth splitting over the threads? (else the op runs, on this thread)"""
-    return (x.ndim == 4 and x.dtype.kind == "f" and x.size >= SPLIT_MIN and len(x) > 1
+    return (_kernel_fits(x) and x.size >= SPLIT_MIN and len(x) > 1
             and get_num_threads() > 1)
 
 

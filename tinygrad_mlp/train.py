@@ -100,8 +100,6 @@ def minibatches(n, batch_size, rng=None, shuffle=True):
 # ----------------------------------------------------------------------------- evaluation
 
 
-
-
 _MONOTONIC = (nn.Sigmoid, nn.Tanh)
 
 
